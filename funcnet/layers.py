@@ -1,0 +1,302 @@
+"""Layers: pure ``(init, apply, vjp)`` triples over pytrees of params.
+
+The contract, stated once::
+
+    init(key, in_shape, dtype="float32") -> (out_shape, params)   # shapes per example, host NumPy params
+    apply(params, x, *, rng=None)        -> y                      # inference, nothing kept
+    vjp(params, x, *, rng=None)          -> (y, pullback)          # like jax.vjp
+    pullback(dy)                         -> (dparams, dx)          # dparams has params' structure
+
+``rng=None`` means deterministic (evaluation); a key means training randomness (Dropout).
+Params are dicts of named arrays (``{"W", "b"}``), tuples for :func:`serial`, ``()`` when a
+layer has none. Nothing is ever written to: outputs and gradients are fresh arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from funcnet import initializers, ops, random
+from funcnet.backend import namespace
+
+
+class Layer(NamedTuple):
+    """A layer: three pure functions (see the module docstring for the contract)."""
+
+    init: Callable[..., tuple[tuple[int, ...], Any]]
+    apply: Callable[..., Any]
+    vjp: Callable[..., tuple[Any, Callable[[Any], tuple[Any, Any]]]]
+
+
+def _check_in_shape(name: str, in_shape: Any, rank: int | None = None) -> tuple[int, ...]:
+    try:
+        in_shape = tuple(int(d) for d in in_shape)
+    except TypeError:
+        raise TypeError(f"{name}.init: in_shape must be a tuple of ints, got {in_shape!r}") from None
+    if rank is not None and len(in_shape) != rank:
+        raise ValueError(
+            f"{name}.init: expects per-example input shape of rank {rank} (no batch axis), "
+            f"got {in_shape}"
+        )
+    return in_shape
+
+
+def _check_width(name: str, x: Any, width: int) -> None:
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
+    if len(shape) != 2 or shape[1] != width:
+        raise ValueError(f"{name}: expected input of shape (N, {width}), got {tuple(shape)}")
+    if shape[0] == 0:
+        raise ValueError(f"{name}: empty batch, input shape {tuple(shape)}")
+
+
+def _positive_int(name: str, what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
+    return value
+
+
+# --- parametrised layers --------------------------------------------------------------------
+
+
+def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> Layer:
+    """``y = x @ W`` (the seed's MatMul node as a layer); params ``{"W"}``."""
+    name = f"MatMul({out_dim})"
+    _positive_int(name, "out_dim", out_dim)
+    w_init = initializers.get(w_init)
+
+    def init(key, in_shape, dtype="float32"):
+        (in_dim,) = _check_in_shape(name, in_shape, rank=1)
+        return (out_dim,), {"W": w_init(key, (in_dim, out_dim), dtype)}
+
+    def apply(params, x, *, rng=None):
+        W = params["W"]
+        _check_width(name, x, W.shape[0])
+        return namespace(x).matmul(x, W)
+
+    def vjp(params, x, *, rng=None):
+        W = params["W"]
+        _check_width(name, x, W.shape[0])
+        xp = namespace(x)
+
+        def pullback(dy):
+            return {"W": xp.matmul(x.T, dy)}, xp.matmul(dy, W.T)
+
+        return xp.matmul(x, W), pullback
+
+    return Layer(init, apply, vjp)
+
+
+def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
+           b_init: str | initializers.Initializer = "zeros") -> Layer:
+    """``y = x @ W + b``; params ``{"W", "b"}``.
+
+    The MatMul node followed by a broadcasting add (a Repeat of ``b`` over the batch), fused:
+    ``dW = x.T @ dy``, ``db = sum(dy, axis=0)`` (the Repeat's dual), ``dx = dy @ W.T``.
+    Weights default to Glorot normal; ``w_init="book"`` gives the book's ``0.01 * randn``.
+    """
+    name = f"Affine({out_dim})"
+    _positive_int(name, "out_dim", out_dim)
+    w_init, b_init = initializers.get(w_init), initializers.get(b_init)
+
+    def init(key, in_shape, dtype="float32"):
+        (in_dim,) = _check_in_shape(name, in_shape, rank=1)
+        k_w, k_b = random.split(key)
+        return (out_dim,), {"W": w_init(k_w, (in_dim, out_dim), dtype), "b": b_init(k_b, (out_dim,), dtype)}
+
+    def apply(params, x, *, rng=None):
+        W = params["W"]
+        _check_width(name, x, W.shape[0])
+        return namespace(x).matmul(x, W) + params["b"]
+
+    def vjp(params, x, *, rng=None):
+        W = params["W"]
+        _check_width(name, x, W.shape[0])
+        xp = namespace(x)
+
+        def pullback(dy):
+            return {"W": xp.matmul(x.T, dy), "b": xp.sum(dy, axis=0)}, xp.matmul(dy, W.T)
+
+        return xp.matmul(x, W) + params["b"], pullback
+
+    return Layer(init, apply, vjp)
+
+
+# --- parameter-free layers ------------------------------------------------------------------
+
+
+def elementwise(primitive: ops.Primitive, name: str) -> Layer:
+    """A parameter-free layer from a one-argument primitive of :mod:`funcnet.ops`."""
+    fn, fn_vjp = primitive
+
+    def init(key, in_shape, dtype="float32"):
+        return _check_in_shape(name, in_shape), ()
+
+    def apply(params, x, *, rng=None):
+        return fn(x)
+
+    def vjp(params, x, *, rng=None):
+        y, pb = fn_vjp(x)
+        return y, lambda dy: ((), pb(dy))
+
+    return Layer(init, apply, vjp)
+
+
+def Sigmoid() -> Layer:
+    """The logistic function, overflow-free (see :data:`funcnet.ops.sigmoid`)."""
+    return elementwise(ops.sigmoid, "Sigmoid")
+
+
+def ReLU() -> Layer:
+    """``max(x, 0)``."""
+    return elementwise(ops.relu, "ReLU")
+
+
+def Tanh() -> Layer:
+    """``tanh(x)``."""
+    return elementwise(ops.tanh, "Tanh")
+
+
+def Softmax() -> Layer:
+    """Softmax over the last axis (for probabilities at inference; train on logits with a loss)."""
+    return elementwise(ops.softmax, "Softmax")
+
+
+def _fresh(x: Any) -> Any:
+    return namespace(x).asarray(x, copy=True)
+
+
+def Dropout(rate: float) -> Layer:
+    """Drops each element with probability ``rate`` when given a key; identity when ``rng=None``.
+
+    Inverted dropout: kept elements are scaled by ``1 / (1 - rate)``, so evaluation needs no
+    rescaling. The mask is drawn from ``rng`` by the input's backend (jax.random under jax).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"Dropout: rate (probability of dropping) must be in [0, 1), got {rate!r}")
+    name = f"Dropout({rate})"
+    keep = 1.0 - rate
+
+    def init(key, in_shape, dtype="float32"):
+        return _check_in_shape(name, in_shape), ()
+
+    def _scale(x, rng):
+        xp = namespace(x)
+        mask = random.bernoulli(rng, keep, tuple(x.shape), xp=xp)
+        return xp.where(mask, 1.0 / keep, 0.0)
+
+    def apply(params, x, *, rng=None):
+        if rng is None or rate == 0.0:
+            return _fresh(x)
+        return x * xp_astype(_scale(x, rng), x)
+
+    def vjp(params, x, *, rng=None):
+        if rng is None or rate == 0.0:
+            return _fresh(x), lambda dy: ((), _fresh(dy))
+        scale = xp_astype(_scale(x, rng), x)
+        return x * scale, lambda dy: ((), dy * scale)
+
+    return Layer(init, apply, vjp)
+
+
+def xp_astype(a: Any, like: Any) -> Any:
+    """``a`` cast to the dtype of ``like`` (no copy when it already has it)."""
+    if a.dtype == like.dtype:
+        return a
+    return namespace(a).astype(a, like.dtype)
+
+
+def Flatten() -> Layer:
+    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``."""
+
+    def init(key, in_shape, dtype="float32"):
+        in_shape = _check_in_shape("Flatten", in_shape)
+        return (math.prod(in_shape),), ()
+
+    def apply(params, x, *, rng=None):
+        xp = namespace(x)
+        return xp.reshape(_fresh(x), (x.shape[0], -1))
+
+    def vjp(params, x, *, rng=None):
+        xp = namespace(x)
+        shape = x.shape
+        return apply(params, x), lambda dy: ((), xp.reshape(_fresh(dy), shape))
+
+    return Layer(init, apply, vjp)
+
+
+# --- combinators ----------------------------------------------------------------------------
+
+
+def serial(*layers: Layer) -> Layer:
+    """Layers applied one after the other; params are a tuple with one entry per layer.
+
+    The forward chain is walked once per call and the pullbacks are kept in a list, so the
+    backward pass is one reversed loop; errors name the failing position.
+    """
+    if not layers:
+        raise ValueError("serial: needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            hint = " (did you pass the constructor instead of calling it?)" if callable(layer) else ""
+            raise TypeError(f"serial: argument {i} is not a Layer, got {type(layer).__name__}{hint}")
+    n = len(layers)
+    inits = [layer.init for layer in layers]
+    applies = [layer.apply for layer in layers]
+    vjps = [layer.vjp for layer in layers]
+    no_rngs = (None,) * n
+
+    def init(key, in_shape, dtype="float32"):
+        keys = random.split(key, n)
+        shape, params = in_shape, []
+        for i, layer_init in enumerate(inits):
+            try:
+                shape, p = layer_init(keys[i], shape, dtype)
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"serial layer {i}: {err}") from err
+            params.append(p)
+        return shape, tuple(params)
+
+    def _rngs(rng):
+        return no_rngs if rng is None else random.split(rng, n)
+
+    def _check_params(params):
+        if not isinstance(params, tuple | list) or len(params) != n:
+            got = f"{type(params).__name__} of length {len(params)}" if isinstance(params, tuple | list) \
+                else type(params).__name__
+            raise ValueError(f"serial: params must be a tuple of {n} entries (one per layer), got {got}")
+
+    def apply(params, x, *, rng=None):
+        _check_params(params)
+        rngs = _rngs(rng)
+        i = 0
+        try:
+            for i in range(n):
+                x = applies[i](params[i], x, rng=rngs[i])
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"serial layer {i}: {err}") from err
+        return x
+
+    def vjp(params, x, *, rng=None):
+        _check_params(params)
+        rngs = _rngs(rng)
+        pullbacks = [None] * n
+        i = 0
+        try:
+            for i in range(n):
+                x, pullbacks[i] = vjps[i](params[i], x, rng=rngs[i])
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"serial layer {i}: {err}") from err
+
+        def pullback(dy):
+            dparams = [None] * n
+            for i in range(n - 1, -1, -1):
+                dparams[i], dy = pullbacks[i](dy)
+            return tuple(dparams), dy
+
+        return x, pullback
+
+    return Layer(init, apply, vjp)

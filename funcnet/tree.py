@@ -1,0 +1,123 @@
+"""The few pytree operations funcnet uses, on optree. No other module imports optree.
+
+Trees are nested dicts, tuples and lists with arrays at the leaves; ``None`` and ``()`` are
+empty nodes (optree's default), so layers without params contribute nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optree
+
+Tree = Any
+PyTreeSpec = optree.PyTreeSpec
+
+
+def map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
+    """``fn`` applied leaf-wise over one or more trees of the same structure."""
+    return optree.tree_map(fn, tree, *rest)
+
+
+def leaves(tree: Tree) -> list[Any]:
+    """The leaves in a fixed (sorted-key) order."""
+    return optree.tree_leaves(tree)
+
+
+def flatten(tree: Tree) -> tuple[list[Any], PyTreeSpec]:
+    """``(leaves, spec)``; :func:`unflatten` inverts it."""
+    return optree.tree_flatten(tree)
+
+
+def unflatten(spec: PyTreeSpec, leaves_: list[Any]) -> Tree:
+    """The tree of ``spec`` with ``leaves_`` in its leaf slots."""
+    return optree.tree_unflatten(spec, leaves_)
+
+
+def structure(tree: Tree) -> PyTreeSpec:
+    """The tree's structure, comparable with ``==``."""
+    return optree.tree_structure(tree)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+    """A leaf path as a readable string, e.g. ``params/1/W``."""
+    return "/".join(str(p) for p in path) if path else "<root>"
+
+
+def leaves_with_paths(tree: Tree) -> list[tuple[str, Any]]:
+    """``[(path, leaf), ...]`` with paths as strings such as ``1/W``."""
+    paths, leaves_, _ = optree.tree_flatten_with_path(tree)
+    return [(path_str(p), leaf) for p, leaf in zip(paths, leaves_, strict=True)]
+
+
+def paths(tree: Tree) -> list[str]:
+    """The leaf paths of ``tree`` as strings, in leaf order."""
+    return [path_str(p) for p in optree.tree_paths(tree)]
+
+
+def zeros_like(tree: Tree) -> Tree:
+    """A tree of zeros with the shapes and dtypes (and backend) of ``tree``."""
+    from funcnet.backend import namespace
+
+    return map(lambda x: namespace(x).zeros_like(x), tree)
+
+
+def add(a: Tree, b: Tree) -> Tree:
+    """Leaf-wise ``a + b``."""
+    return map(lambda x, y: x + y, a, b)
+
+
+def sub(a: Tree, b: Tree) -> Tree:
+    """Leaf-wise ``a - b``."""
+    return map(lambda x, y: x - y, a, b)
+
+
+def scale(tree: Tree, factor: Any) -> Tree:
+    """Leaf-wise ``factor * x`` (a Python float keeps float32 leaves float32)."""
+    return map(lambda x: x * factor, tree)
+
+
+def vdot(a: Tree, b: Tree) -> Any:
+    """The sum over all leaves of the element-wise product of ``a`` and ``b``."""
+    from funcnet.backend import namespace
+
+    total = 0.0
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        total = total + namespace(x).sum(x * y)
+    return total
+
+
+def global_norm(tree: Tree) -> Any:
+    """The L2 norm of all leaves together (a 0-d array on the leaves' backend)."""
+    from funcnet.backend import namespace
+
+    leaves_ = leaves(tree)
+    if not leaves_:
+        return 0.0
+    xp = namespace(*leaves_)
+    total = sum(xp.sum(x * x) for x in leaves_)
+    return xp.sqrt(total)
+
+
+def size(tree: Tree) -> int:
+    """The number of array elements over all leaves."""
+    return sum(math.prod(x.shape) for x in leaves(tree))
+
+
+def assert_same_structure(expected: Tree, got: Tree, what: str = "tree") -> None:
+    """Raise ValueError naming the first path where ``got`` differs in structure from ``expected``."""
+    if structure(expected) == structure(got):
+        return
+    want, have = set(paths(expected)), set(paths(got))
+    missing = sorted(want - have)
+    extra = sorted(have - want)
+    detail = []
+    if missing:
+        detail.append(f"missing leaves {missing[:5]}")
+    if extra:
+        detail.append(f"unexpected leaves {extra[:5]}")
+    if not detail:
+        detail.append(f"expected {structure(expected)}, got {structure(got)}")
+    raise ValueError(f"{what} does not match the expected structure: {'; '.join(detail)}")
