@@ -30,6 +30,23 @@ class Layer(NamedTuple):
     vjp: Callable[..., tuple[Any, Callable[[Any], tuple[Any, Any]]]]
 
 
+def uses_rng(layer: Layer) -> bool:
+    """Whether the layer may use its ``rng`` (True unless its vjp is marked deterministic).
+
+    Deriving keys costs a few microseconds a step; :func:`deterministic` lets a layer say it
+    never reads ``rng`` so that :func:`serial` and the training step can skip that work.
+    A layer written by a user is assumed to use it.
+    """
+    return getattr(layer.vjp, "uses_rng", True)
+
+
+def deterministic(layer: Layer) -> Layer:
+    """Mark ``layer`` as one that ignores ``rng`` (see :func:`uses_rng`); returns it."""
+    layer.apply.uses_rng = False
+    layer.vjp.uses_rng = False
+    return layer
+
+
 def _check_in_shape(name: str, in_shape: Any, rank: int | None = None) -> tuple[int, ...]:
     try:
         in_shape = tuple(int(d) for d in in_shape)
@@ -87,7 +104,7 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
 
         return xp.matmul(x, W), pullback
 
-    return Layer(init, apply, vjp)
+    return deterministic(Layer(init, apply, vjp))
 
 
 def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
@@ -122,7 +139,7 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
 
         return xp.matmul(x, W) + params["b"], pullback
 
-    return Layer(init, apply, vjp)
+    return deterministic(Layer(init, apply, vjp))
 
 
 # --- parameter-free layers ------------------------------------------------------------------
@@ -142,7 +159,7 @@ def elementwise(primitive: ops.Primitive, name: str) -> Layer:
         y, pb = fn_vjp(x)
         return y, lambda dy: ((), pb(dy))
 
-    return Layer(init, apply, vjp)
+    return deterministic(Layer(init, apply, vjp))
 
 
 def Sigmoid() -> Layer:
@@ -186,7 +203,8 @@ def Dropout(rate: float) -> Layer:
     def _scale(x, rng):
         xp = namespace(x)
         mask = random.bernoulli(rng, keep, tuple(x.shape), xp=xp)
-        return xp.where(mask, 1.0 / keep, 0.0)
+        # astype, not where(mask, 1 / keep, 0.0): two scalars in where is not Array API
+        return xp.astype(mask, x.dtype) * (1.0 / keep)
 
     def apply(params, x, *, rng=None):
         if rng is None or rate == 0.0:
@@ -225,7 +243,7 @@ def Flatten() -> Layer:
         shape = x.shape
         return apply(params, x), lambda dy: ((), xp.reshape(_fresh(dy), shape))
 
-    return Layer(init, apply, vjp)
+    return deterministic(Layer(init, apply, vjp))
 
 
 # --- combinators ----------------------------------------------------------------------------
@@ -248,6 +266,7 @@ def serial(*layers: Layer) -> Layer:
     applies = [layer.apply for layer in layers]
     vjps = [layer.vjp for layer in layers]
     no_rngs = (None,) * n
+    stochastic = any(uses_rng(layer) for layer in layers)
 
     def init(key, in_shape, dtype="float32"):
         keys = random.split(key, n)
@@ -261,7 +280,7 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params)
 
     def _rngs(rng):
-        return no_rngs if rng is None else random.split(rng, n)
+        return no_rngs if rng is None or not stochastic else random.split(rng, n)
 
     def _check_params(params):
         if not isinstance(params, tuple | list) or len(params) != n:
@@ -299,4 +318,5 @@ def serial(*layers: Layer) -> Layer:
 
         return x, pullback
 
-    return Layer(init, apply, vjp)
+    layer = Layer(init, apply, vjp)
+    return layer if stochastic else deterministic(layer)

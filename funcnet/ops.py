@@ -13,10 +13,11 @@ shape (:func:`unbroadcast`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from funcnet.backend import namespace
+from funcnet.backend import is_floating, namespace
 
 
 class Primitive(NamedTuple):
@@ -239,11 +240,32 @@ log = Primitive(_log, _log_vjp)
 """``y = log(x)``; ``dx = dy / x``."""
 
 
+_EXP_CUTOFF: dict[str, float] = {}
+
+
+def _exp_cutoff(xp: Any, dtype: Any) -> float:
+    """The largest ``a`` (a few ulp inside) for which ``exp(-a)`` is still a normal number."""
+    cutoff = _EXP_CUTOFF.get(str(dtype))
+    if cutoff is None:
+        info = xp.finfo(dtype)
+        cutoff = -math.log(float(info.smallest_normal)) * (1.0 - 8.0 * float(info.eps))
+        _EXP_CUTOFF[str(dtype)] = cutoff
+    return cutoff
+
+
 def _sigmoid(x: Any) -> Any:
     # exp(-|x|) never overflows, and for x < 0 the e / (1 + e) branch keeps full relative
     # accuracy where 1 / (1 + exp(-x)) would be all round-off (sigmoid(-80) in float64).
+    # Beyond the cutoff exp(-|x|) would underflow (a FloatingPointError under
+    # np.errstate(all="raise"), slow subnormals otherwise); sigmoid is 0 or 1 there to
+    # within the normal range, so e is set to 0 instead of computed.
     xp = namespace(x)
-    e = xp.exp(-xp.abs(x))
+    a = xp.abs(x)
+    if is_floating(x.dtype):
+        cutoff = _exp_cutoff(xp, x.dtype)
+        e = xp.where(a <= cutoff, xp.exp(-xp.minimum(a, cutoff)), 0.0)
+    else:
+        e = xp.exp(-a)
     r = 1.0 / (1.0 + e)
     return xp.where(x >= 0, r, e * r)
 

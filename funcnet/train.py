@@ -1,0 +1,312 @@
+"""The pure training step, ``fit``, and evaluation helpers.
+
+``step(state, batch) -> (state, metrics)`` is a pure function of its arguments; on the jax
+backend ``jax.jit(step)`` compiles it unchanged. :func:`fit` is a loop around it that is itself
+a function of the state: the order of epoch ``e`` comes from ``random.fold_in(state.key, e)``
+and the epoch (and the position inside it) from ``state.step``, so a run resumed from a saved
+state sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcnet import random, tree
+from funcnet.backend import is_floating, name_of, namespace, put, to_numpy
+from funcnet.layers import Layer, uses_rng
+from funcnet.losses import Loss, softmax_cross_entropy, validate_targets
+
+# fold_in(state.key, e) shuffles epoch e; the step's own randomness (Dropout) comes from a
+# separate stream of the same key so the two never coincide.
+_STEP_STREAM = 0x7FFFFFFF
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next."""
+
+    params: Any
+    opt_state: Any
+    key: Any
+    step: Any
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; ``state`` is the last state whose loss was finite."""
+
+    def __init__(self, message: str, state: TrainState, history: dict[str, Any]):
+        super().__init__(message)
+        self.state = state
+        self.history = history
+
+
+def init_state(model: Layer, optimizer: Any, key: Any, in_shape: tuple[int, ...], *,
+               dtype: Any = "float32", backend: Any = None) -> TrainState:
+    """A fresh state: params drawn on the host from ``key`` (then moved to ``backend``)."""
+    k_params, k_train = random.split(key)
+    _, params = model.init(k_params, tuple(in_shape), dtype)
+    if backend is not None:
+        params = put(params, backend)
+    return TrainState(params, optimizer.init(params), k_train, 0)
+
+
+def step_key(state: TrainState) -> Any:
+    """The key of the step's own randomness: a pure function of ``state.key`` and ``state.step``."""
+    return random.fold_in(random.fold_in(state.key, _STEP_STREAM), state.step)
+
+
+def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+    """``step(state, (x, t)) -> (state, {"loss": scalar})``: forward, backward, update.
+
+    ``x`` is cast to the params' dtype at this boundary. The returned function carries
+    ``model``, ``loss`` and ``optimizer`` as attributes (``fit`` validates data with them).
+    """
+    model_vjp, loss_vjp, update = model.vjp, loss.vjp, optimizer.update
+    stochastic = uses_rng(model)
+
+    def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        x, t = batch
+        params = state.params
+        dtype = tree.leaves(params)[0].dtype
+        if x.dtype != dtype:
+            x = namespace(x).astype(x, dtype)
+        rng = step_key(state) if stochastic else None
+        logits, pullback = model_vjp(params, x, rng=rng)
+        value, loss_pullback = loss_vjp(logits, t)
+        grads, _ = pullback(loss_pullback(1.0))
+        params, opt_state = update(params, grads, state.opt_state)
+        return TrainState(params, opt_state, state.key, state.step + 1), {"loss": value}
+
+    step.model, step.loss, step.optimizer = model, loss, optimizer
+    return step
+
+
+# --- fit ------------------------------------------------------------------------------------
+
+
+def _check_batch_size(batch_size: Any, n: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"fit: batch_size must be an int, got {type(batch_size).__name__}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"fit: batch_size must be between 1 and the data size {n}, got {batch_size}")
+    return int(batch_size)
+
+
+def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | None = None,
+                  params: Any = None) -> None:
+    """The once-per-run checks of ``fit``: matching lengths, floating and finite inputs, valid targets."""
+    xp = namespace(x, t)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"fit: x is empty (shape {tuple(x.shape)})")
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"fit: x and t have different lengths: x {tuple(x.shape)}, t {tuple(t.shape)}")
+    if not is_floating(x.dtype):
+        if not str(x.dtype).startswith(("int", "uint")):
+            raise TypeError(f"fit: x must be real numbers, got dtype {x.dtype}")
+    elif not bool(xp.all(xp.isfinite(x))):
+        raise ValueError("fit: x contains NaN or infinite values")
+    if model is not None and loss is not None and params is not None:
+        out = model.apply(params, xp.astype(x[0:1, ...], tree.leaves(params)[0].dtype))
+        validate_targets(loss, t, tuple(out.shape[1:]))
+
+
+def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="epoch", leave=True)
+
+
+def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
+        eval_interval: int | None = 20, progress: bool | None = None, log: bool = False,
+        on_nonfinite: str = "raise", callback: Callable[[TrainState, dict], None] | None = None,
+        validate: bool = True, compile_epoch: bool | None = None) -> tuple[TrainState, dict[str, Any]]:
+    """Train ``epochs`` more epochs of shuffled mini-batches; returns ``(state, history)``.
+
+    The book's batching: ``len(x) // batch_size`` iterations an epoch, the tail dropped. Every
+    ``eval_interval`` steps (counted by ``state.step``) the mean loss since the last record is
+    appended to ``history["loss"]`` (and printed in the book's format with ``log=True``).
+    A NaN or infinite loss raises :class:`NonFiniteLossError` carrying the last finite state
+    (``on_nonfinite="skip"`` drops that update instead). Ctrl-C returns the last complete state
+    with ``history["interrupted"] = True``. Nothing passed in is modified.
+
+    On the jax backend (``compile_epoch=None`` picks it there) each whole epoch is one
+    ``jax.jit``-compiled ``lax.scan`` of ``step``; non-finite losses are then found once an
+    epoch and the error carries the state at that epoch's start.
+    """
+    if on_nonfinite not in ("raise", "skip"):
+        raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    n = x.shape[0] if getattr(x, "ndim", 0) else 0
+    batch_size = _check_batch_size(batch_size, max(n, 1))
+    if validate:
+        validate_data(x, t, model=getattr(step, "model", None), loss=getattr(step, "loss", None),
+                      params=state.params)
+    if eval_interval is not None and (not isinstance(eval_interval, int) or eval_interval < 1):
+        raise ValueError(f"fit: eval_interval must be a positive int or None, got {eval_interval!r}")
+
+    xp = namespace(x, t)
+    on_host = name_of(xp) in ("numpy", "array_api_strict")  # loss readable without a device sync
+    iters = n // batch_size
+    current = int(to_numpy(state.step))  # a host copy of state.step: no device read per step
+    first_epoch, first_iter = divmod(current, iters)
+    host_key = to_numpy(state.key)
+    history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "interrupted": False}
+    bar = _progress_bar(progress, first_epoch + epochs, first_epoch)
+    started = time.perf_counter()
+    total, count = 0.0, 0
+    last_good = state  # the state after the last step whose loss was finite and recorded
+
+    def nonfinite(value: float, where: str) -> NonFiniteLossError:
+        return NonFiniteLossError(f"fit: the loss became {value} {where}; the error carries the "
+                                  "last finite state", last_good, history)
+
+    def record(epoch: int, it: int) -> None:
+        nonlocal total, count, last_good
+        mean = float(total) / count
+        if not math.isfinite(mean):
+            raise nonfinite(mean, f"by step {current} (epoch {epoch + 1})")
+        history["loss"].append(mean)
+        history["step"].append(current)
+        history["epoch"].append(epoch + 1)
+        if log:
+            print(f"| epoch {epoch + 1} |  iter {it + 1} / {iters} | "
+                  f"time {int(time.perf_counter() - started)}[s] | loss {mean:.2f}")
+        total, count = 0.0, 0
+        last_good = state
+
+    epoch_runner = _compiled_epoch(step, iters, batch_size) if _use_scan(compile_epoch, xp) else None
+    try:
+        for epoch in range(first_epoch, first_epoch + epochs):
+            order = random.permutation(random.fold_in(host_key, epoch), n)
+            order = order if xp is np else xp.asarray(order)
+            xs, ts = xp.take(x, order, axis=0), xp.take(t, order, axis=0)
+            start_iter = first_iter if epoch == first_epoch else 0
+            if epoch_runner is not None and start_iter == 0:
+                epoch_start = state
+                state, losses = epoch_runner(state, xs, ts)
+                losses = np.asarray(losses, dtype=np.float64)
+                bad = np.flatnonzero(~np.isfinite(losses))
+                if bad.size:
+                    last_good = epoch_start
+                    raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1} (epoch {epoch + 1})")
+                for it, loss in enumerate(losses):
+                    current += 1
+                    total, count = total + loss, count + 1
+                    if eval_interval is not None and current % eval_interval == 0:
+                        record(epoch, it)
+                last_good = state
+            for it in range(start_iter, iters if epoch_runner is None or start_iter else 0):
+                lo = it * batch_size
+                new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
+                loss = metrics["loss"]
+                if on_host or on_nonfinite == "skip":
+                    loss = float(loss)
+                    if not math.isfinite(loss):
+                        if on_nonfinite == "raise":
+                            last_good = state
+                            raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
+                                                  f"iteration {it + 1})")
+                        new_state = state._replace(step=new_state.step)  # drop the update
+                        loss, count = 0.0, count - 1
+                state = new_state
+                current += 1
+                total, count = total + loss, count + 1
+                if eval_interval is not None and current % eval_interval == 0 and count:
+                    record(epoch, it)
+                if callback is not None:
+                    callback(state, metrics)
+            if bar is not None:
+                bar.update(1)
+                if history["loss"]:
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
+    except KeyboardInterrupt:
+        history["interrupted"] = True
+    finally:
+        if bar is not None:
+            bar.close()
+    history["time"] = time.perf_counter() - started
+    return state, history
+
+
+def _use_scan(compile_epoch: bool | None, xp: Any) -> bool:
+    if compile_epoch is None:
+        return name_of(xp) == "jax"
+    if compile_epoch and name_of(xp) != "jax":
+        raise ValueError("fit: compile_epoch=True needs data on the jax backend")
+    return bool(compile_epoch)
+
+
+_EPOCH_RUNNERS: dict[tuple[int, int, int], Any] = {}
+
+
+def _compiled_epoch(step: Callable, iters: int, batch_size: int) -> Callable:
+    """``jax.jit`` of a whole epoch: ``lax.scan`` of ``step`` over the shuffled batches."""
+    cache_key = (id(step), iters, batch_size)
+    if cache_key in _EPOCH_RUNNERS:
+        return _EPOCH_RUNNERS[cache_key][1]
+    import jax
+    import jax.numpy as jnp
+
+    def run(state, xs, ts):
+        used = iters * batch_size
+        xb = jnp.reshape(xs[:used], (iters, batch_size, *xs.shape[1:]))
+        tb = jnp.reshape(ts[:used], (iters, batch_size, *ts.shape[1:]))
+
+        def body(s, batch):
+            s, metrics = step(s, batch)
+            return s, metrics["loss"]
+
+        return jax.lax.scan(body, state, (xb, tb))
+
+    jitted = jax.jit(run)
+
+    def runner(state, xs, ts):
+        # scan needs a carry of fixed types: make every leaf of the state a jax array
+        return jitted(tree.map(jnp.asarray, state), xs, ts)
+
+    _EPOCH_RUNNERS[cache_key] = (step, runner)  # keep step alive so its id is not reused
+    return runner
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None) -> Any:
+    """``model.apply`` over ``x`` in batches (no randomness), concatenated."""
+    xp = namespace(x)
+    dtype = tree.leaves(params)[0].dtype if tree.leaves(params) else x.dtype
+    if x.dtype != dtype:
+        x = xp.astype(x, dtype)
+    n = x.shape[0]
+    if batch_size is None or batch_size >= n:
+        return model.apply(params, x)
+    parts = [model.apply(params, x[i:i + batch_size, ...]) for i in range(0, n, batch_size)]
+    return xp.concat(parts, axis=0)
+
+
+def accuracy(logits: Any, t: Any) -> float:
+    """The fraction of rows whose arg-max matches the label (``t`` as labels or one-hot)."""
+    xp = namespace(logits, t)
+    labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
+    predicted = xp.argmax(logits, axis=1)
+    hits = xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int32))
+    return int(hits) / int(logits.shape[0])
+
+
+def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_cross_entropy,
+             batch_size: int | None = None) -> dict[str, float]:
+    """``{"loss", "accuracy"}`` of ``params`` on the whole of ``(x, t)``."""
+    logits = predict(model, params, x, batch_size=batch_size)
+    return {"loss": float(loss.value(logits, t)), "accuracy": accuracy(logits, t)}
