@@ -5,7 +5,22 @@ pairs, optimizers pure ``(init, update)`` pairs; a training step threads all sta
 See ``docs/architecture.md``.
 """
 
-from funcnet import backend, gradcheck, initializers, layers, losses, ops, random, tree
+from funcnet import (
+    backend,
+    checkpoint,
+    datasets,
+    gradcheck,
+    initializers,
+    layers,
+    losses,
+    models,
+    ops,
+    optim,
+    random,
+    schedules,
+    train,
+    tree,
+)
 from funcnet.layers import (
     Affine,
     Dropout,
@@ -26,32 +41,55 @@ from funcnet.losses import (
     sigmoid_binary_cross_entropy,
     softmax_cross_entropy,
 )
+from funcnet.models import TwoLayerNet
+from funcnet.optim import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from funcnet.train import TrainState, evaluate, fit, init_state, make_train_step
+from funcnet.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
     "Affine",
     "Dropout",
     "Flatten",
     "Layer",
     "Loss",
     "MatMul",
+    "Momentum",
+    "Nesterov",
+    "RMSprop",
     "ReLU",
     "Sigmoid",
     "Softmax",
     "SoftmaxWithLoss",
     "Tanh",
+    "TrainState",
+    "Trainer",
+    "TwoLayerNet",
     "backend",
     "book_softmax_cross_entropy",
+    "checkpoint",
+    "datasets",
+    "evaluate",
+    "fit",
     "gradcheck",
+    "init_state",
     "initializers",
     "layers",
     "losses",
+    "make_train_step",
     "mean_squared_error",
+    "models",
     "ops",
+    "optim",
     "random",
+    "schedules",
     "serial",
     "sigmoid_binary_cross_entropy",
     "softmax_cross_entropy",
+    "train",
     "tree",
 ]

@@ -73,7 +73,8 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
         for j, (path, leaf) in enumerate(zip(tree.paths(arg), flat, strict=True)):
             if leaf.dtype.kind != "f":
                 continue
-            label = f"{names[i]}/{path}" if path else names[i]
+            # a bare array argument has the root path "<root>": name it by the argument alone
+            label = names[i] if path == tree.path_str(()) else f"{names[i]}/{path}"
             numeric = np.zeros(leaf.shape)
             work = leaf.copy()  # a private buffer: the only array this module ever writes to
             view = work.reshape(-1)
@@ -92,7 +93,8 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
                 raise GradientCheckError(f"{label}: pullback returned no gradient")
             errors[label] = relative_error(numeric, analytic)
     if errors:
-        worst = max(errors, key=errors.get)
+        # NaN compares False with everything, so max() would pass over it: rank it above all
+        worst = max(errors, key=lambda k: np.inf if np.isnan(errors[k]) else errors[k])
         if not errors[worst] <= tol:  # NaN fails too
             raise GradientCheckError(
                 f"gradient check failed at {worst}: relative error {errors[worst]:.3g} > {tol:g}"

@@ -256,16 +256,14 @@ def _exp_cutoff(xp: Any, dtype: Any) -> float:
 def _sigmoid(x: Any) -> Any:
     # exp(-|x|) never overflows, and for x < 0 the e / (1 + e) branch keeps full relative
     # accuracy where 1 / (1 + exp(-x)) would be all round-off (sigmoid(-80) in float64).
-    # Beyond the cutoff exp(-|x|) would underflow (a FloatingPointError under
-    # np.errstate(all="raise"), slow subnormals otherwise); sigmoid is 0 or 1 there to
-    # within the normal range, so e is set to 0 instead of computed.
+    # |x| is clamped where exp(-|x|) would leave the normal range: no underflow (an error
+    # under np.errstate(all="raise"), slow subnormals otherwise), and the result there is
+    # below the smallest normal number or 1 to within rounding. NaN stays NaN.
     xp = namespace(x)
     a = xp.abs(x)
     if is_floating(x.dtype):
-        cutoff = _exp_cutoff(xp, x.dtype)
-        e = xp.where(a <= cutoff, xp.exp(-xp.minimum(a, cutoff)), 0.0)
-    else:
-        e = xp.exp(-a)
+        a = xp.minimum(a, _exp_cutoff(xp, x.dtype))
+    e = xp.exp(-a)
     r = 1.0 / (1.0 + e)
     return xp.where(x >= 0, r, e * r)
 

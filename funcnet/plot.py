@@ -44,7 +44,8 @@ def loss_curve(losses: Sequence[float], *, eval_interval: int = 1, ylim: tuple[f
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = np.arange(1, len(losses) + 1) * eval_interval
     ax.plot(steps, losses, label="train")
-    ax.set_xlabel(f"iterations (x{eval_interval})" if eval_interval != 1 else "iterations")
+    # the x values are already iteration counts (one record every eval_interval iterations)
+    ax.set_xlabel("iterations")
     ax.set_ylabel("loss")
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -68,7 +69,8 @@ def scatter(x: Any, t: Any, *, path: str | Path | None = None, show: bool = Fals
     x, labels = np.asarray(x), _labels(t)
     for c in np.unique(labels):
         pts = x[labels == c]
-        ax.scatter(pts[:, 0], pts[:, 1], s=40, marker=MARKERS[int(c) % len(MARKERS)], label=f"class {c}")
+        ax.scatter(pts[:, 0], pts[:, 1], s=40, marker=MARKERS[int(c) % len(MARKERS)], color=f"C{int(c) % 10}",
+                   label=f"class {c}")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_title(title)
@@ -91,9 +93,15 @@ def decision_boundary(predict: Any, x: Any, t: Any, *, resolution: int = 300, pa
     y_min, y_max = x[:, 1].min() - pad, x[:, 1].max() + pad
     xx, yy = np.meshgrid(np.linspace(x_min, x_max, resolution), np.linspace(y_min, y_max, resolution))
     grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
-    classes = np.asarray(to_numpy(predict(grid))).argmax(axis=1).reshape(xx.shape)
+    scores = np.asarray(to_numpy(predict(grid)))
+    classes = scores.argmax(axis=1).reshape(xx.shape)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.contourf(xx, yy, classes, levels=np.arange(classes.max() + 2) - 0.5, alpha=0.3, cmap="viridis")
+    # each class's region in the colour of its markers (C0, C1, ... as in scatter)
+    from matplotlib.colors import ListedColormap
+
+    n_classes = scores.shape[1]
+    cmap = ListedColormap([f"C{c % 10}" for c in range(n_classes)])
+    ax.contourf(xx, yy, classes, levels=np.arange(n_classes + 1) - 0.5, alpha=0.25, cmap=cmap)
     scatter(x, t, ax=ax, title=title)
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(y_min, y_max)

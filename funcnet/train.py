@@ -166,7 +166,10 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     bar = _progress_bar(progress, first_epoch + epochs, first_epoch)
     started = time.perf_counter()
     total, count = 0.0, 0
-    last_good = state  # the state after the last step whose loss was finite and recorded
+    # the input state of the latest step whose loss is known to be finite: training can go on
+    # from it (the state after it may already hold the overflow that made the next loss inf)
+    last_good = state
+    last_input = state
 
     def nonfinite(value: float, where: str) -> NonFiniteLossError:
         return NonFiniteLossError(f"fit: the loss became {value} {where}; the error carries the "
@@ -184,7 +187,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             print(f"| epoch {epoch + 1} |  iter {it + 1} / {iters} | "
                   f"time {int(time.perf_counter() - started)}[s] | loss {mean:.2f}")
         total, count = 0.0, 0
-        last_good = state
+        last_good = last_input
 
     epoch_runner = _compiled_epoch(step, iters, batch_size) if _use_scan(compile_epoch, xp) else None
     try:
@@ -199,14 +202,15 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                 losses = np.asarray(losses, dtype=np.float64)
                 bad = np.flatnonzero(~np.isfinite(losses))
                 if bad.size:
-                    last_good = epoch_start
+                    if bad[0] > 0:
+                        last_good = epoch_start
                     raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1} (epoch {epoch + 1})")
                 for it, loss in enumerate(losses):
                     current += 1
                     total, count = total + loss, count + 1
                     if eval_interval is not None and current % eval_interval == 0:
                         record(epoch, it)
-                last_good = state
+                last_good = epoch_start
             for it in range(start_iter, iters if epoch_runner is None or start_iter else 0):
                 lo = it * batch_size
                 new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
@@ -215,12 +219,13 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                     loss = float(loss)
                     if not math.isfinite(loss):
                         if on_nonfinite == "raise":
-                            last_good = state
                             raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
                                                   f"iteration {it + 1})")
                         new_state = state._replace(step=new_state.step)  # drop the update
                         loss, count = 0.0, count - 1
-                state = new_state
+                    else:
+                        last_good = state
+                last_input, state = state, new_state
                 current += 1
                 total, count = total + loss, count + 1
                 if eval_interval is not None and current % eval_interval == 0 and count:

@@ -46,15 +46,26 @@ def path_str(path: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in path) if path else "<root>"
 
 
+def _entry_name(entry: Any) -> str:
+    # NamedTuple fields by name (params/0/W, not 0/0/W): paths are checkpoint keys and error text
+    return str(getattr(entry, "field", None) or entry.entry)
+
+
+def _accessor_paths(tree: Tree) -> tuple[list[str], list[Any]]:
+    accessors, leaves_, _ = optree.tree_flatten_with_accessor(tree)
+    names = ["/".join(_entry_name(e) for e in acc) or "<root>" for acc in accessors]
+    return names, leaves_
+
+
 def leaves_with_paths(tree: Tree) -> list[tuple[str, Any]]:
-    """``[(path, leaf), ...]`` with paths as strings such as ``1/W``."""
-    paths, leaves_, _ = optree.tree_flatten_with_path(tree)
-    return [(path_str(p), leaf) for p, leaf in zip(paths, leaves_, strict=True)]
+    """``[(path, leaf), ...]`` with paths as strings such as ``params/1/W``."""
+    names, leaves_ = _accessor_paths(tree)
+    return list(zip(names, leaves_, strict=True))
 
 
 def paths(tree: Tree) -> list[str]:
-    """The leaf paths of ``tree`` as strings, in leaf order."""
-    return [path_str(p) for p in optree.tree_paths(tree)]
+    """The leaf paths of ``tree`` as strings, in leaf order (NamedTuple fields by name)."""
+    return _accessor_paths(tree)[0]
 
 
 def zeros_like(tree: Tree) -> Tree:

@@ -1,0 +1,260 @@
+"""The pure training step and fit: purity, reproducibility, resumption, jit, errors."""
+
+from __future__ import annotations
+
+import re
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import backend_or_skip, readonly
+from funcnet import backend, layers, optim, random, train, tree
+from funcnet.datasets import spiral
+from funcnet.losses import mean_squared_error, softmax_cross_entropy
+from funcnet.models import TwoLayerNet
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, t = spiral.load_data()
+    return x.astype(np.float32), t
+
+
+def make(model=None, opt=None, seed=0, backend_name=None):
+    model = model or TwoLayerNet(2, 10, 3)
+    opt = opt or optim.sgd(1.0)
+    state = train.init_state(model, opt, random.key(seed), (2,), backend=backend_name)
+    return train.make_train_step(model, softmax_cross_entropy, opt), state
+
+
+def run(step, state, x, t, **kw):
+    kw = {"epochs": 3, "batch_size": 30, "eval_interval": 10, "progress": False} | kw
+    return train.fit(step, state, x, t, **kw)
+
+
+def test_init_state_is_deterministic_and_on_the_host():
+    _, a = make(seed=3)
+    _, b = make(seed=3)
+    _, c = make(seed=4)
+    chex.assert_trees_all_equal(a.params, b.params)
+    assert not np.array_equal(a.params[0]["W"], c.params[0]["W"])
+    assert all(isinstance(leaf, np.ndarray) and leaf.dtype == np.float32 for leaf in tree.leaves(a.params))
+    assert a.step == 0 and a.key.dtype == np.uint32
+
+
+def test_step_is_pure_and_accepts_read_only_inputs(data):
+    x, t = data
+    step, state = make()
+    state = state._replace(params=readonly(state.params))
+    batch = (readonly(x[:30]), readonly(t[:30]))
+    before = tree.map(np.copy, state.params)
+    s1, m1 = step(state, batch)
+    s2, m2 = step(state, batch)
+    chex.assert_trees_all_equal(s1.params, s2.params)
+    assert float(m1["loss"]) == float(m2["loss"])
+    chex.assert_trees_all_equal(state.params, before)  # the input state is untouched
+    assert s1.step == 1 and state.step == 0
+    chex.assert_trees_all_equal_dtypes(s1.params, state.params)
+
+
+def test_step_casts_float64_inputs_to_the_params_dtype(data):
+    x, t = data
+    step, state = make()
+    new, metrics = step(state, (x[:30].astype(np.float64), t[:30]))
+    chex.assert_trees_all_equal_dtypes(new.params, state.params)
+    assert metrics["loss"].dtype == np.float32
+
+
+def test_the_seed_configuration_reaches_the_books_result(data):
+    x, t = data
+    step, state = make()
+    state, history = run(step, state, x, t, epochs=300)
+    assert len(history["loss"]) == 300  # 10 iterations an epoch, one record every 10
+    assert history["loss"][-1] < 0.15
+    assert train.evaluate(step.model, state.params, x, t)["accuracy"] >= 0.95
+    assert history["loss"][0] > 1.0  # it did learn: the first record is near log(3)
+
+
+def test_fit_leaves_its_inputs_alone(data):
+    x, t = readonly(data)
+    step, state = make()
+    run(step, state, x, t)
+    assert state.step == 0
+
+
+def test_history_is_the_mean_loss_since_the_last_record(data):
+    x, t = data
+    step, state = make()
+    losses = []
+    _, history = run(step, state, x, t, epochs=2, eval_interval=4,
+                     callback=lambda s, m: losses.append(float(m["loss"])))
+    assert history["step"] == [4, 8, 12, 16, 20]
+    np.testing.assert_allclose(history["loss"], [np.mean(losses[i:i + 4]) for i in range(0, 20, 4)], rtol=1e-12)
+
+
+def test_log_line_has_the_books_format(data, capsys):
+    x, t = data
+    step, state = make()
+    run(step, state, x, t, epochs=2, log=True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"\| epoch 1 \|  iter 10 / 10 \| time \d+\[s\] \| loss \d+\.\d\d", lines[0])
+
+
+def test_resuming_equals_never_stopping(data):
+    x, t = data
+    step, state = make()
+    full, _ = run(step, state, x, t, epochs=6)
+    half, _ = run(step, state, x, t, epochs=3)
+    resumed, _ = run(step, half, x, t, epochs=3)
+    chex.assert_trees_all_equal(full.params, resumed.params)
+    assert resumed.step == full.step == 60
+
+
+def test_interrupt_returns_the_last_complete_state_and_resumes_exactly(data):
+    x, t = data
+    step, state = make()
+    full, _ = run(step, state, x, t, epochs=4)
+
+    def interrupt(s, _metrics):
+        if s.step == 15:
+            raise KeyboardInterrupt
+
+    partial, history = run(step, state, x, t, epochs=4, callback=interrupt)
+    assert history["interrupted"] and partial.step == 15
+    rest, _ = run(step, partial, x, t, epochs=3)  # the rest of epoch 2, then epochs 3 and 4
+    chex.assert_trees_all_equal(full.params, rest.params)
+
+
+def test_array_api_strict_training_equals_numpy_bit_for_bit(data):
+    xs = backend_or_skip("array_api_strict")
+    x, t = data
+    step, state = make()
+    ref, ref_history = run(step, state, x, t)
+    strict_state = backend.put(state, xs)
+    got, history = run(step, strict_state, *backend.put((x, t), xs))
+    chex.assert_trees_all_equal(ref.params, backend.to_numpy(got.params))
+    assert history["loss"] == ref_history["loss"]
+
+
+def test_jitted_jax_step_matches_numpy(data):
+    x, t = data
+    step, state = make()
+    jstep = jax.jit(step)
+    jstate = backend.put(state, "jax")
+    batch = (x[:30], t[:30])
+    one, _ = step(state, batch)
+    jone, _ = jstep(jstate, backend.put(batch, "jax"))
+    chex.assert_trees_all_close(one.params, backend.to_numpy(jone.params), rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_equal_dtypes(one.params, backend.to_numpy(jone.params))
+    for i in range(299):
+        lo = (i * 30) % 300
+        batch = (x[lo:lo + 30], t[lo:lo + 30])
+        one, _ = step(one, batch)
+        jone, _ = jstep(jone, backend.put(batch, "jax"))
+    chex.assert_trees_all_close(one.params, backend.to_numpy(jone.params), rtol=1e-4, atol=1e-4)
+
+
+def test_jax_epoch_scan_matches_numpy_fit(data):
+    x, t = data
+    step, state = make()
+    ref, ref_history = run(step, state, x, t, epochs=20)
+    got, history = run(step, backend.put(state, "jax"), *backend.put((x, t), "jax"), epochs=20,
+                       compile_epoch=True)
+    chex.assert_trees_all_close(ref.params, backend.to_numpy(got.params), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(history["loss"], ref_history["loss"], rtol=1e-4)
+    assert int(got.step) == 200
+
+
+def test_dropout_model_trains_under_jit_and_on_numpy(data):
+    x, t = data
+    model = layers.serial(layers.Affine(16), layers.ReLU(), layers.Dropout(0.2), layers.Affine(3))
+    step, state = make(model=model)
+    a, _ = step(state, (x[:30], t[:30]))
+    b, _ = step(state, (x[:30], t[:30]))
+    chex.assert_trees_all_equal(a.params, b.params)  # the mask is a function of (key, step)
+    jnew, metrics = jax.jit(step)(backend.put(state, "jax"), backend.put((x[:30], t[:30]), "jax"))
+    chex.assert_tree_all_finite(jnew.params)
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_step_keys_differ_between_steps_and_from_epoch_keys():
+    _, state = make()
+    k0 = train.step_key(state)
+    k1 = train.step_key(state._replace(step=1))
+    assert not np.array_equal(k0, k1)
+    assert not np.array_equal(k0, random.fold_in(state.key, 0))
+
+
+# --- errors and faults ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_size", "error", "match"), [
+    (0, ValueError, "batch_size must be between 1 and the data size 300, got 0"),
+    (301, ValueError, "between 1 and the data size 300, got 301"),
+    (2.5, TypeError, "batch_size must be an int"),
+])
+def test_bad_batch_size(data, batch_size, error, match):
+    step, state = make()
+    with pytest.raises(error, match=match):
+        run(step, state, *data, batch_size=batch_size)
+
+
+def test_bad_data_is_refused_at_the_start(data):
+    x, t = data
+    step, state = make()
+    with pytest.raises(ValueError, match="different lengths"):
+        run(step, state, x[:100], t)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        run(step, state, np.where(np.arange(300)[:, None] == 7, np.nan, x).astype(np.float32), t)
+    labels = np.argmax(t, axis=1)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values in \[0, 5\]"):
+        run(step, state, x, np.where(labels == 2, 5, labels))
+    with pytest.raises(ValueError, match="one-hot targets have 4 classes but logits have 3"):
+        run(step, state, x, np.concatenate([t, np.zeros((300, 1), t.dtype)], axis=1))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_divergence_stops_with_the_last_finite_state(data):
+    x, t = data
+    model = layers.Affine(3)
+    targets = t.astype(np.float32)
+    opt = optim.sgd(50.0)  # far past the stable step size of this least-squares problem
+    state = train.init_state(model, opt, random.key(0), (2,))
+    step = train.make_train_step(model, mean_squared_error, opt)
+    with pytest.raises(train.NonFiniteLossError, match="the loss became") as info:
+        run(step, state, x * 10, targets, epochs=50)
+    last = info.value.state
+    chex.assert_tree_all_finite(last.params)
+    # the carried state is the input of the last step whose loss was finite: recompute that loss
+    epoch, it = divmod(int(last.step), 10)
+    order = random.permutation(random.fold_in(state.key, epoch), 300)[it * 30:(it + 1) * 30]
+    assert np.isfinite(mean_squared_error.value(model.apply(last.params, x[order] * 10), targets[order]))
+    # and training goes on from it (here skipping the updates that overflow)
+    resumed, _ = run(step, last, x * 10, targets, epochs=1, on_nonfinite="skip")
+    chex.assert_tree_all_finite(resumed.params)
+    assert int(resumed.step) == (int(last.step) // 10 + 1) * 10
+
+
+def test_nan_in_data_without_validation_is_caught_and_can_be_skipped(data):
+    x, t = data
+    bad = np.where(np.arange(300)[:, None] == 7, np.nan, x).astype(np.float32)
+    step, state = make()
+    with pytest.raises(train.NonFiniteLossError) as info:
+        run(step, state, bad, t, validate=False)
+    chex.assert_tree_all_finite(info.value.state.params)
+    skipped, history = run(step, state, bad, t, validate=False, on_nonfinite="skip")
+    chex.assert_tree_all_finite(skipped.params)
+    assert skipped.step == 30 and all(np.isfinite(history["loss"]))
+
+
+def test_predict_in_batches_equals_whole(data):
+    x, t = data
+    step, state = make()
+    whole = train.predict(step.model, state.params, x)
+    parts = train.predict(step.model, state.params, x, batch_size=64)
+    np.testing.assert_array_equal(whole, parts)
+    assert train.accuracy(whole, t) == train.accuracy(whole, np.argmax(t, axis=1))
