@@ -152,3 +152,43 @@ def cprofile_step(w: Workload, n: int = 2000, top: int = 25) -> dict:
     calls = sum(s[1] for s in stats.stats.values())
     return {"steps": n, "python_calls_per_step": calls / n, "profiled_us_per_step": total / n * 1e6,
             "top": rows[:top]}
+
+
+def phases(w: Workload, n: int = 2000) -> dict[str, dict[str, float]]:
+    """Microseconds per call (best of 5) of each phase of one step, funcnet's and the reference's.
+
+    funcnet: ``model.vjp`` (forward), ``loss.vjp``, the two pullbacks (backward), ``optimizer.update``;
+    the whole step minus these is the step's own glue. The reference: ``predict``, the loss
+    layer's ``forward``, ``backward``, ``SGD.update``.
+    """
+    step, state = workloads.funcnet_setup(w)
+    x, t = workloads.data(w)
+    bx, bt = workloads.batches(w, x, t)[0]
+    model, loss, opt = step.model, step.loss, step.optimizer
+    params = state.params
+    logits, pullback = model.vjp(params, bx)
+    value, loss_pullback = loss.vjp(logits, bt)
+    dlogits = loss_pullback(1.0)
+    grads, _ = pullback(dlogits)
+    fn = {
+        "forward": _per_call_us(lambda: model.vjp(params, bx), n),
+        "loss": _per_call_us(lambda: loss.vjp(logits, bt), n),
+        "backward": _per_call_us(lambda: pullback(loss_pullback(1.0)), n),
+        "update": _per_call_us(lambda: opt.update(params, grads, state.opt_state), n),
+        "step": _per_call_us(lambda: step(state, (bx, bt)), n),
+    }
+    fn["glue"] = fn["step"] - fn["forward"] - fn["loss"] - fn["backward"] - fn["update"]
+
+    ref = reference.MLP(workloads.weights(params))
+    ref_opt = reference.SGD(0.0)  # the update's cost without moving the params
+    scores = ref.predict(bx)
+    ref.loss_layer.forward(scores, bt)
+    ours = {
+        "forward": _per_call_us(lambda: ref.predict(bx), n),
+        "loss": _per_call_us(lambda: ref.loss_layer.forward(scores, bt), n),
+        "backward": _per_call_us(ref.backward, n),
+        "update": _per_call_us(lambda: ref_opt.update(ref.params, ref.grads), n),
+        "step": _per_call_us(lambda: reference.train_step(ref, ref_opt, bx, bt), n),
+    }
+    ours["glue"] = ours["step"] - ours["forward"] - ours["loss"] - ours["backward"] - ours["update"]
+    return {"funcnet": fn, "reference": ours}

@@ -52,7 +52,9 @@ def _load(name: str) -> ModuleType:
             raise BackendUnavailableError(
                 "backend 'cupy' is installed but no usable CUDA device was found"
             )
-        return cupy
+        # cupy itself lacks parts of the Array API (astype, concat, ... in some versions);
+        # array_api_compat's wrapper adds them around the same cupy arrays
+        return importlib.import_module("array_api_compat.cupy")
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
 
 
@@ -98,7 +100,7 @@ _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {np.ndarray: np}
 
 def _namespace_of_type(kind: type, example: Any) -> ModuleType:
     if kind.__module__.startswith("cupy"):
-        xp = get("cupy")
+        xp = get("cupy")  # the array_api_compat wrapper, never bare cupy
     elif hasattr(example, "__array_namespace__"):
         xp = example.__array_namespace__()
     else:
@@ -141,7 +143,7 @@ def name_of(xp: ModuleType) -> str:
         return "numpy"
     if module.startswith("jax"):
         return "jax"
-    if module.startswith("cupy"):
+    if module.startswith(("cupy", "array_api_compat.cupy")):
         return "cupy"
     if module.startswith("array_api_strict"):
         return "array_api_strict"

@@ -182,8 +182,9 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
 
     ``step`` maps one leaf of params, grads and each state tree to the new param and slots.
     On NumPy the count is read as a Python int and the scalars are Python floats (cheap and
-    exact); elsewhere (cupy, jax, traced) they are 0-d arrays of the params' dtype, with no
-    host read.
+    exact); elsewhere (cupy, jax, traced) the count stays on its device and the scalars are
+    0-d arrays of the params' dtype. A schedule's value is read once a step to check its sign,
+    except when traced.
     """
     fields = state_cls._fields[1:]
     n_slots = len(fields)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,14 @@ from funcnet.backend import namespace
 Schedule = Callable[[Any], Any]
 
 
+# the few array functions the schedules use, on Python floats: an int count costs no array op
+_PYTHON_MATH = SimpleNamespace(floor=math.floor, cos=math.cos, minimum=min)
+
+
 def _float_count(count: Any) -> tuple[Any, Any]:
-    """``(xp, t)``: the count as a float, in float64 NumPy for a Python int, else float32 of its backend."""
+    """``(xp, t)``: the count as a float, a Python float for an int, else float32 of its backend."""
     if isinstance(count, int | np.integer):
-        return np, np.float64(count)  # converted back to a Python float by _result
+        return _PYTHON_MATH, float(count)
     xp = namespace(count)
     return xp, xp.astype(count, xp.float32)
 

@@ -124,7 +124,8 @@ def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=initial, unit="epoch", leave=True)
+    # mininterval: a log file (not a terminal) gets a few lines, not one per epoch
+    return tqdm(total=total, initial=initial, unit="epoch", leave=True, mininterval=0.5)
 
 
 def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
@@ -289,9 +290,15 @@ def _compiled_epoch(step: Callable, iters: int, batch_size: int) -> Callable:
 
 
 def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None) -> Any:
-    """``model.apply`` over ``x`` in batches (no randomness), concatenated."""
+    """``model.apply`` over ``x`` in batches (no randomness), concatenated.
+
+    ``x`` is moved to the params' backend and cast to their dtype first.
+    """
+    leaves = tree.leaves(params)
+    if leaves and namespace(leaves[0]) is not namespace(x):
+        x = put(x, namespace(leaves[0]))
     xp = namespace(x)
-    dtype = tree.leaves(params)[0].dtype if tree.leaves(params) else x.dtype
+    dtype = leaves[0].dtype if leaves else x.dtype
     if x.dtype != dtype:
         x = xp.astype(x, dtype)
     n = x.shape[0]

@@ -100,13 +100,6 @@ def test_cupy_whose_cuda_check_fails(monkeypatch, fresh_cache):
     assert backend.why_unavailable("cupy") == (
         "backend 'cupy' is installed but CUDA failed: cudaErrorInsufficientDriver")
 
-
-def test_cupy_with_a_device_is_usable(monkeypatch, fresh_cache):
-    fake = _fake_cupy(monkeypatch, is_available=lambda: True)
-    assert backend.get("cupy") is fake
-    assert backend.why_unavailable("cupy") is None
-
-
 # --- namespace ------------------------------------------------------------------------------
 
 

@@ -458,7 +458,8 @@ def test_negative_learning_rate_from_a_schedule():
         opt.update(params, grads[2], state)
     jp = backend.put(params, "jax")
     update = jax.jit(opt.update)  # traced: unchecked, as documented
-    update(jp, backend.put(grads[2], "jax"), optim.SGDState(jnp.asarray(2, jnp.int32)))
+    jp, _ = update(jp, backend.put(grads[2], "jax"), optim.SGDState(jnp.asarray(2, jnp.int32)))
+    chex.assert_trees_all_equal_dtypes(jp, params)  # the schedule's float64 (x64 is on) was cast
 
 
 # --- clipping -------------------------------------------------------------------------------------------

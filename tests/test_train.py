@@ -8,8 +8,8 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 from conftest import backend_or_skip, readonly
+
 from funcnet import backend, layers, optim, random, train, tree
 from funcnet.datasets import spiral
 from funcnet.losses import mean_squared_error, softmax_cross_entropy
