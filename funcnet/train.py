@@ -296,7 +296,10 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
     """
     leaves = tree.leaves(params)
     if leaves and namespace(leaves[0]) is not namespace(x):
-        x = put(x, namespace(leaves[0]))
+        host = to_numpy(x)
+        if host.dtype.kind == "f":  # cast on the host: float64 may not exist on the target
+            host = host.astype(to_numpy(leaves[0]).dtype)
+        x = put(host, namespace(leaves[0]))
     xp = namespace(x)
     dtype = leaves[0].dtype if leaves else x.dtype
     if x.dtype != dtype:
