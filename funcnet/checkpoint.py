@@ -195,6 +195,11 @@ def _digest(header: dict[str, Any], chunks: list[Any]) -> str:
 def _write_atomic(path: str, chunks: list[Any]) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``: never a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
+    # said up front: the errors of mkstemp and os.replace would name the temporary file instead
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a checkpoint path must name a file, not a folder", path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, "no folder to save the checkpoint in (create it first)", folder)
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -424,11 +429,14 @@ def _kind(dtype: np.dtype) -> str:
     return {"b": "bool", "i": "integer", "u": "integer", "f": "floating"}[dtype.kind]
 
 
-def _template(leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
+def _template(name: str, leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
     """The host dtype and shape of a ``like`` leaf without copying it off its device."""
     if isinstance(leaf, bool | int | float | np.generic):
         host = np.asarray(leaf)
         return host.dtype, host.shape
+    if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+        raise TypeError(f"leaf {name!r} of `like` is a {type(leaf).__name__}, not an array or a number: "
+                        "`like` must be a tree of arrays and scalars (the freshly initialised state, say)")
     try:
         dtype = np.dtype(leaf.dtype)
     except TypeError:  # array_api_strict dtypes are their own objects; the host view is a no-copy dlpack
@@ -438,7 +446,7 @@ def _template(leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
 
 def _restored(name: str, entry: _Entry, data: bytes, leaf: Any, path: str) -> Any:
     """The stored tensor checked against the ``like`` leaf, cast to its dtype, on its backend."""
-    dtype, shape = _template(leaf)
+    dtype, shape = _template(name, leaf)
     if entry.shape != shape:
         raise CheckpointError(f"{path}: leaf {name!r} should have shape {shape}, the file has {entry.shape}")
     if dtype.kind not in "biuf" or _kind(dtype) != _kind(entry.dtype):

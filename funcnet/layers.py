@@ -18,8 +18,10 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from funcnet import initializers, ops, random
-from funcnet.backend import namespace
+from funcnet.backend import namespace, reduce_sum
 
 
 class Layer(NamedTuple):
@@ -38,6 +40,21 @@ def uses_rng(layer: Layer) -> bool:
     A layer written by a user is assumed to use it.
     """
     return getattr(layer.vjp, "uses_rng", True)
+
+
+def can_skip_input_grad(layer: Layer) -> bool:
+    """Whether the layer's pullback accepts ``input_grad=False`` (and then returns ``dx=None``).
+
+    The first layer's input gradient is never used in training; for Affine it is a whole
+    matrix product (a seventh of the large MLP's step), so the step asks not to compute it.
+    """
+    return getattr(layer.vjp, "skips_input_grad", False)
+
+
+def skips_input_grad(layer: Layer) -> Layer:
+    """Mark ``layer`` as one whose pullback takes ``input_grad=False``; returns it."""
+    layer.vjp.skips_input_grad = True
+    return layer
 
 
 def deterministic(layer: Layer) -> Layer:
@@ -99,12 +116,19 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
         _check_width(name, x, W.shape[0])
         xp = namespace(x)
 
-        def pullback(dy):
-            return {"W": xp.matmul(x.T, dy)}, xp.matmul(dy, W.T)
+        def pullback(dy, input_grad=True):
+            return {"W": xp.matmul(x.T, dy)}, xp.matmul(dy, W.T) if input_grad else None
 
         return xp.matmul(x, W), pullback
 
-    return deterministic(Layer(init, apply, vjp))
+    return skips_input_grad(deterministic(Layer(init, apply, vjp)))
+
+
+def _affine(xp: Any, x: Any, W: Any, b: Any) -> Any:
+    y = xp.matmul(x, W)
+    if xp is np and y.dtype == np.result_type(y, b):
+        return np.add(y, b, out=y)  # y is fresh: adding in place saves an allocation
+    return y + b
 
 
 def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
@@ -127,19 +151,20 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
     def apply(params, x, *, rng=None):
         W = params["W"]
         _check_width(name, x, W.shape[0])
-        return namespace(x).matmul(x, W) + params["b"]
+        return _affine(namespace(x), x, W, params["b"])
 
     def vjp(params, x, *, rng=None):
         W = params["W"]
         _check_width(name, x, W.shape[0])
         xp = namespace(x)
 
-        def pullback(dy):
-            return {"W": xp.matmul(x.T, dy), "b": xp.sum(dy, axis=0)}, xp.matmul(dy, W.T)
+        def pullback(dy, input_grad=True):
+            grads = {"W": xp.matmul(x.T, dy), "b": reduce_sum(xp, dy, axis=0)}
+            return grads, xp.matmul(dy, W.T) if input_grad else None
 
-        return xp.matmul(x, W) + params["b"], pullback
+        return _affine(xp, x, W, params["b"]), pullback
 
-    return deterministic(Layer(init, apply, vjp))
+    return skips_input_grad(deterministic(Layer(init, apply, vjp)))
 
 
 # --- parameter-free layers ------------------------------------------------------------------
@@ -267,6 +292,7 @@ def serial(*layers: Layer) -> Layer:
     vjps = [layer.vjp for layer in layers]
     no_rngs = (None,) * n
     stochastic = any(uses_rng(layer) for layer in layers)
+    first_skips = can_skip_input_grad(layers[0])
 
     def init(key, in_shape, dtype="float32"):
         keys = random.split(key, n)
@@ -310,13 +336,19 @@ def serial(*layers: Layer) -> Layer:
         except (ValueError, TypeError) as err:
             raise type(err)(f"serial layer {i}: {err}") from err
 
-        def pullback(dy):
+        def pullback(dy, input_grad=True):
             dparams = [None] * n
-            for i in range(n - 1, -1, -1):
+            for i in range(n - 1, 0, -1):
                 dparams[i], dy = pullbacks[i](dy)
+            if input_grad or not first_skips:
+                dparams[0], dy = pullbacks[0](dy)
+            else:
+                dparams[0], dy = pullbacks[0](dy, input_grad=False)
             return tuple(dparams), dy
 
         return x, pullback
 
     layer = Layer(init, apply, vjp)
+    if first_skips:
+        layer = skips_input_grad(layer)
     return layer if stochastic else deterministic(layer)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import ops
-from funcnet.backend import is_floating, is_integer, is_traced, namespace
+from funcnet.backend import is_floating, is_integer, is_traced, namespace, reduce_max, reduce_sum
 
 
 class Loss(NamedTuple):
@@ -107,12 +107,17 @@ def _sce_vjp(logits: Any, targets: Any):
     is_labels = _class_targets(_SCE, logits, targets)
     xp = namespace(logits, targets)
     n, c = logits.shape
-    logp = ops.log_softmax.apply(logits)
-    t = _one_hot(xp, targets, c, logp.dtype) if is_labels else _targets_as(xp, targets, logp.dtype)
-    loss = -xp.sum(t * logp) / n
+    # one pass shared by the loss and its gradient: z = x - max, e = exp(z), s = sum(e);
+    # log softmax = z - log s, so loss = sum(t (log s - z)) / n and dlogits = (e / s - t) / n
+    # (target rows are distributions: one-hot, or probabilities summing to 1)
+    z = logits - reduce_max(xp, logits, axis=1, keepdims=True)
+    e = xp.exp(z)
+    s = reduce_sum(xp, e, axis=1, keepdims=True)
+    t = _one_hot(xp, targets, c, z.dtype) if is_labels else _targets_as(xp, targets, z.dtype)
+    loss = reduce_sum(xp, t * (xp.log(s) - z)) / n
 
     def pullback(dloss: Any = 1.0) -> Any:
-        return (xp.exp(logp) - t) * (dloss / n)
+        return (e / s - t) * (dloss / n)
 
     return loss, pullback
 

@@ -238,12 +238,20 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
 # --- the optimizers -------------------------------------------------------------------------------
 
 
+def _minus_scaled(p: Any, lr_t: Any, g: Any) -> Any:
+    """``p - lr_t * g``; on NumPy into the one fresh buffer ``lr_t * g`` (callers never see it)."""
+    u = lr_t * g
+    if type(u) is np.ndarray and type(p) is np.ndarray and u.shape == p.shape and u.dtype == p.dtype:
+        return np.subtract(p, u, out=u)
+    return p - u
+
+
 def sgd(lr: LearningRate) -> Optimizer:
     """The book's SGD: ``p - lr * g`` (the same as ``optax.sgd(lr)``)."""
     lr_at = _learning_rate("sgd", lr)
 
     def step(lr_t, p, g):
-        return (p - lr_t * g,)
+        return (_minus_scaled(p, lr_t, g),)
 
     return _optimizer("sgd", SGDState, lr_at, step)
 

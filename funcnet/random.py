@@ -52,6 +52,51 @@ def _from_int(z: int) -> np.ndarray:
     return np.array([(z >> 32) & 0xFFFFFFFF, z & 0xFFFFFFFF], dtype=np.uint32)
 
 
+def _count(name: str, what: str, n: Any) -> int:
+    """``n`` as a non-negative Python int, or a TypeError/ValueError naming ``what``."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+        raise TypeError(f"{name}: {what} must be an int, got {type(n).__name__} {n!r}")
+    if n < 0:
+        raise ValueError(f"{name}: {what} must be >= 0, got {n}")
+    return int(n)
+
+
+def _shape(name: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of non-negative ints (a bare int is a 1-d shape, as in NumPy)."""
+    dims = (shape,) if isinstance(shape, int | np.integer) else shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{name}: shape must be a tuple of ints, got {shape!r}") from None
+    if any(isinstance(d, bool) or not isinstance(d, int | np.integer) for d in dims):
+        raise TypeError(f"{name}: shape must be a tuple of ints, got {shape!r}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{name}: shape must not have negative sizes, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _float_dtype(name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as a NumPy floating dtype: integer or complex draws would be silently wrong."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: dtype must be a floating dtype, got {dtype!r}") from None
+    if dtype.kind != "f":
+        raise TypeError(f"{name}: dtype must be a floating dtype (float16, float32, float64), got {dtype}")
+    return dtype
+
+
+def _fold_data(data: Any) -> int:
+    """``fold_in``'s data as an int: a Python or NumPy integer, or a 0-d integer array (a step count)."""
+    if isinstance(data, int | np.integer) and not isinstance(data, bool):
+        return int(data)
+    dtype, shape = getattr(data, "dtype", None), getattr(data, "shape", None)
+    if shape == () and dtype is not None and "int" in str(dtype):
+        return int(data)
+    raise TypeError(f"fold_in: data must be an integer (an int or a 0-d integer array), "
+                    f"got {type(data).__name__} {data!r:.80}")
+
+
 def key(seed: int) -> np.ndarray:
     """A key from an integer seed (the same layout as ``jax.random.PRNGKey(seed)``)."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
@@ -68,7 +113,10 @@ def split(key: Key, n: int = 2) -> Any:
         import jax
 
         return jax.random.split(key, n)
+    n = _count("split", "n", n)
     base = _mix64(_as_int(key) ^ _SPLIT_TAG)
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.uint32)
     return np.stack([_from_int(_mix64((base + (i + 1) * _GOLDEN) & _MASK64)) for i in range(n)])
 
 
@@ -78,8 +126,9 @@ def fold_in(key: Key, data: Any) -> Any:
         import jax
 
         return jax.random.fold_in(key, data)
+    data = _fold_data(data)
     base = _mix64(_as_int(key) ^ _FOLD_TAG)
-    return _from_int(_mix64((base + (int(data) & _MASK64) * _GOLDEN) & _MASK64))
+    return _from_int(_mix64((base + (data & _MASK64) * _GOLDEN) & _MASK64))
 
 
 def _generator(key: Key) -> np.random.Generator:
@@ -95,7 +144,7 @@ def _move(host: np.ndarray, xp: ModuleType | None) -> Any:
 
 def normal(key: Key, shape: tuple[int, ...], dtype: Any = "float32", xp: ModuleType | None = None) -> Any:
     """Standard normal draws. Host recipe: Philox, drawn in float32 or float64 (float16: cast from float32)."""
-    dtype = np.dtype(dtype)
+    dtype, shape = _float_dtype("normal", dtype), _shape("normal", shape)
     if _is_jax(key):
         import jax
 
@@ -108,7 +157,7 @@ def normal(key: Key, shape: tuple[int, ...], dtype: Any = "float32", xp: ModuleT
 def uniform(key: Key, shape: tuple[int, ...], dtype: Any = "float32", minval: float = 0.0,
             maxval: float = 1.0, xp: ModuleType | None = None) -> Any:
     """Uniform draws in ``[minval, maxval)``."""
-    dtype = np.dtype(dtype)
+    dtype, shape = _float_dtype("uniform", dtype), _shape("uniform", shape)
     if _is_jax(key):
         import jax
 
@@ -136,4 +185,4 @@ def permutation(key: Key, n: int, xp: ModuleType | None = None) -> Any:
         import jax
 
         return jax.random.permutation(key, n)
-    return _move(_generator(key).permutation(n), xp)
+    return _move(_generator(key).permutation(_count("permutation", "n", n)), xp)

@@ -19,7 +19,7 @@ import numpy as np
 
 from funcnet import random, tree
 from funcnet.backend import is_floating, name_of, namespace, put, to_numpy
-from funcnet.layers import Layer, uses_rng
+from funcnet.layers import Layer, can_skip_input_grad, uses_rng
 from funcnet.losses import Loss, softmax_cross_entropy, validate_targets
 
 # fold_in(state.key, e) shuffles epoch e; the step's own randomness (Dropout) comes from a
@@ -68,6 +68,8 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[Train
     """
     model_vjp, loss_vjp, update = model.vjp, loss.vjp, optimizer.update
     stochastic = uses_rng(model)
+    # the gradient with respect to the data is never used: skip it where the model can
+    backward_kwargs = {"input_grad": False} if can_skip_input_grad(model) else {}
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         x, t = batch
@@ -78,7 +80,7 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[Train
         rng = step_key(state) if stochastic else None
         logits, pullback = model_vjp(params, x, rng=rng)
         value, loss_pullback = loss_vjp(logits, t)
-        grads, _ = pullback(loss_pullback(1.0))
+        grads, _ = pullback(loss_pullback(1.0), **backward_kwargs)
         params, opt_state = update(params, grads, state.opt_state)
         return TrainState(params, opt_state, state.key, state.step + 1), {"loss": value}
 
