@@ -139,8 +139,10 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     The book's batching: ``len(x) // batch_size`` iterations an epoch, the tail dropped. Every
     ``eval_interval`` steps (counted by ``state.step``) the mean loss since the last record is
     appended to ``history["loss"]`` (and printed in the book's format with ``log=True``).
-    A NaN or infinite loss raises :class:`NonFiniteLossError` carrying the last finite state
-    (``on_nonfinite="skip"`` drops that update instead). Ctrl-C returns the last complete state
+    A NaN or infinite loss raises :class:`NonFiniteLossError` carrying the last finite state:
+    the input of the failing step where the loss is read every step (NumPy, array_api_strict),
+    the state at the last record on device backends (``on_nonfinite="skip"`` drops such
+    updates instead, reading every loss). Ctrl-C returns the last complete state
     with ``history["interrupted"] = True``. Nothing passed in is modified.
 
     On the jax backend (``compile_epoch=None`` picks it there) each whole epoch is one
@@ -169,20 +171,19 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     bar = _progress_bar(progress, first_epoch + epochs, first_epoch)
     started = time.perf_counter()
     total, count = 0.0, 0
-    # the input state of the latest step whose loss is known to be finite: training can go on
-    # from it (the state after it may already hold the overflow that made the next loss inf)
+    # the latest state reached by steps whose losses were all seen to be finite. Only this one
+    # state is kept besides the current one: a functional update must not pin old copies.
     last_good = state
-    last_input = state
 
-    def nonfinite(value: float, where: str) -> NonFiniteLossError:
+    def nonfinite(value: float, where: str, carried: TrainState) -> NonFiniteLossError:
         return NonFiniteLossError(f"fit: the loss became {value} {where}; the error carries the "
-                                  "last finite state", last_good, history)
+                                  "last finite state (the input of the failing steps)", carried, history)
 
     def record(epoch: int, it: int) -> None:
         nonlocal total, count, last_good
         mean = float(total) / count
         if not math.isfinite(mean):
-            raise nonfinite(mean, f"by step {current} (epoch {epoch + 1})")
+            raise nonfinite(mean, f"by step {current} (epoch {epoch + 1})", last_good)
         history["loss"].append(mean)
         history["step"].append(current)
         history["epoch"].append(epoch + 1)
@@ -190,7 +191,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             print(f"| epoch {epoch + 1} |  iter {it + 1} / {iters} | "
                   f"time {int(time.perf_counter() - started)}[s] | loss {mean:.2f}")
         total, count = 0.0, 0
-        last_good = last_input
+        last_good = state
 
     epoch_runner = _compiled_epoch(step, iters, batch_size) if _use_scan(compile_epoch, xp) else None
     try:
@@ -205,15 +206,14 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                 losses = np.asarray(losses, dtype=np.float64)
                 bad = np.flatnonzero(~np.isfinite(losses))
                 if bad.size:
-                    if bad[0] > 0:
-                        last_good = epoch_start
-                    raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1} (epoch {epoch + 1})")
+                    raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1} (epoch {epoch + 1})",
+                                    epoch_start)
                 for it, loss in enumerate(losses):
                     current += 1
                     total, count = total + loss, count + 1
                     if eval_interval is not None and current % eval_interval == 0:
                         record(epoch, it)
-                last_good = epoch_start
+                last_good = state
             for it in range(start_iter, iters if epoch_runner is None or start_iter else 0):
                 lo = it * batch_size
                 new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
@@ -223,12 +223,10 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                     if not math.isfinite(loss):
                         if on_nonfinite == "raise":
                             raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
-                                                  f"iteration {it + 1})")
+                                                  f"iteration {it + 1})", state)
                         new_state = state._replace(step=new_state.step)  # drop the update
                         loss, count = 0.0, count - 1
-                    else:
-                        last_good = state
-                last_input, state = state, new_state
+                state = new_state
                 current += 1
                 total, count = total + loss, count + 1
                 if eval_interval is not None and current % eval_interval == 0 and count:
