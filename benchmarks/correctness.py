@@ -44,7 +44,7 @@ def compare(w: workloads.Workload = workloads.SMALL) -> dict:
         key = state.key
         ref_losses = reference.train(
             model, reference.SGD(w.lr), x, t, max_epoch=w.epochs, batch_size=w.batch_size,
-            permutation=lambda epoch: random.permutation(random.fold_in(key, epoch), len(x)),
+            permutation=lambda epoch, key=key: random.permutation(random.fold_in(key, epoch), len(x)),
             eval_interval=EVAL_INTERVAL)
         final, history = train.fit(step, state, x, t, epochs=w.epochs, batch_size=w.batch_size,
                                    eval_interval=EVAL_INTERVAL, progress=False, log=False)

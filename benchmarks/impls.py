@@ -9,6 +9,7 @@ the last 10 steps, as the seed's loop prints). All of them start from funcnet's 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -27,7 +28,7 @@ class Impl(NamedTuple):
     fit: Callable[[], float] | None = None
 
 
-class Unavailable(RuntimeError):
+class UnavailableError(RuntimeError):
     """The implementation's library is not installed here."""
 
 
@@ -47,7 +48,7 @@ def _common(w: Workload):
 # --- the reference --------------------------------------------------------------------------
 
 
-def reference_impl(w: Workload) -> Impl:
+def reference_impl(w: Workload, with_fit: bool = True) -> Impl:
     _, _, x, t, init = _common(w)
     model, opt = reference.MLP(init), reference.SGD(w.lr)
     batches = _cycle(workloads.batches(w, x, t))
@@ -55,6 +56,9 @@ def reference_impl(w: Workload) -> Impl:
     def steps(k):
         for _ in range(k):
             reference.train_step(model, opt, *next(batches))
+
+    if not with_fit:  # keep no initial copy for fit (peak-memory runs)
+        return Impl("reference (book, NumPy)", steps)
 
     def fit():
         losses = reference.train(reference.MLP(init), reference.SGD(w.lr), x, t, max_epoch=w.epochs,
@@ -68,7 +72,7 @@ def reference_impl(w: Workload) -> Impl:
 # --- funcnet --------------------------------------------------------------------------------
 
 
-def funcnet_numpy(w: Workload) -> Impl:
+def funcnet_numpy(w: Workload, with_fit: bool = True) -> Impl:
     step, state0, x, t, _ = _common(w)
     batches = _cycle(workloads.batches(w, x, t))
     state = state0
@@ -77,6 +81,9 @@ def funcnet_numpy(w: Workload) -> Impl:
         nonlocal state
         for _ in range(k):
             state, _ = step(state, next(batches))
+
+    if not with_fit:  # keep no initial copy for fit (peak-memory runs)
+        return Impl("funcnet, NumPy", steps)
 
     def fit():
         _, history = train.fit(step, state0, x, t, epochs=w.epochs, batch_size=w.batch_size,
@@ -88,14 +95,14 @@ def funcnet_numpy(w: Workload) -> Impl:
 
 def _jax():
     if importlib.util.find_spec("jax") is None:
-        raise Unavailable("jax is not installed")
+        raise UnavailableError("jax is not installed")
     import jax
     import jax.numpy as jnp
 
     return jax, jnp
 
 
-def funcnet_jax(w: Workload) -> Impl:
+def funcnet_jax(w: Workload, with_fit: bool = True) -> Impl:
     """``jax.jit`` of the very same step; ``fit`` scans each epoch under jit (``compile_epoch=True``)."""
     jax, jnp = _jax()
     step, state0, x, t, _ = _common(w)
@@ -111,6 +118,9 @@ def funcnet_jax(w: Workload) -> Impl:
             state, _ = jstep(state, next(batches))
         jax.block_until_ready(state)
 
+    if not with_fit:  # keep no initial copy for fit (peak-memory runs)
+        return Impl("funcnet, JAX (jit)", steps)
+
     def fit(epochs=w.epochs):
         _, history = train.fit(step, state0, xj, tj, epochs=epochs, batch_size=w.batch_size,
                                eval_interval=EVAL_INTERVAL, progress=False, log=False, compile_epoch=True)
@@ -122,11 +132,11 @@ def funcnet_jax(w: Workload) -> Impl:
 # --- peers ----------------------------------------------------------------------------------
 
 
-def stax_optax(w: Workload) -> Impl:
+def stax_optax(w: Workload, with_fit: bool = True) -> Impl:
     """jax.example_libraries.stax for the net, optax.sgd, a jitted step; the loop in Python."""
     jax, jnp = _jax()
     if importlib.util.find_spec("optax") is None:
-        raise Unavailable("optax is not installed")
+        raise UnavailableError("optax is not installed")
     import optax
     from jax.example_libraries import stax
 
@@ -160,6 +170,9 @@ def stax_optax(w: Workload) -> Impl:
             params, opt_state, _ = jstep(params, opt_state, *next(batches))
         carry = jax.block_until_ready((params, opt_state))
 
+    if not with_fit:  # keep no initial copy for fit (peak-memory runs)
+        return Impl("JAX stax + optax (jit)", steps)
+
     def fit():
         params, opt_state = params0, opt.init(params0)
         perm = reference.local_permutation(w.seed, len(x))
@@ -178,12 +191,24 @@ def stax_optax(w: Workload) -> Impl:
     return Impl("JAX stax + optax (jit)", steps, fit)
 
 
-def torch_eager(w: Workload) -> Impl:
+_TORCH_DEFAULT_THREADS: int | None = None
+SINGLE_THREAD = False  # set by the suite for --single-thread: PyTorch on one thread for every workload
+
+
+def torch_eager(w: Workload, with_fit: bool = True) -> Impl:
     """PyTorch eager: nn.Sequential, F.cross_entropy, torch.optim.SGD; the loop in Python."""
     if importlib.util.find_spec("torch") is None:
-        raise Unavailable("torch is not installed")
+        raise UnavailableError("torch is not installed")
+    # Idle OpenMP threads would otherwise spin for a while after each torch call and slow
+    # whichever contender runs next in this process; read once, when torch loads libgomp.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
-    import torch.nn.functional as F
+    from torch.nn import functional
+
+    global _TORCH_DEFAULT_THREADS
+    if _TORCH_DEFAULT_THREADS is None:
+        _TORCH_DEFAULT_THREADS = torch.get_num_threads()
+    torch.set_num_threads(1 if SINGLE_THREAD else w.torch_threads or _TORCH_DEFAULT_THREADS)
 
     _, _, x, t, init = _common(w)
     dtype = getattr(torch, w.dtype)
@@ -208,7 +233,7 @@ def torch_eager(w: Workload) -> Impl:
 
     def one_step(net, opt, bx, bl):
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(bx), bl)
+        loss = functional.cross_entropy(net(bx), bl)
         loss.backward()
         opt.step()
         return loss
@@ -216,6 +241,10 @@ def torch_eager(w: Workload) -> Impl:
     def steps(k):
         for _ in range(k):
             one_step(net, opt, *next(batches))
+
+    label = f"PyTorch eager ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+    if not with_fit:
+        return Impl(label, steps)
 
     def fit():
         net, opt = make()
@@ -232,10 +261,10 @@ def torch_eager(w: Workload) -> Impl:
                     total, count = 0.0, 0
         return recorded[-1]
 
-    return Impl("PyTorch eager", steps, fit)
+    return Impl(label, steps, fit)
 
 
-def gemms_only(w: Workload) -> Impl:
+def gemms_only(w: Workload, with_fit: bool = True) -> Impl:
     """The step's matrix products alone, same shapes (the floor of a NumPy step)."""
     pairs = workloads.minimal_gemms(w, np.random.default_rng(w.seed))
 
@@ -247,7 +276,7 @@ def gemms_only(w: Workload) -> Impl:
     return Impl("minimal GEMMs (NumPy)", steps)
 
 
-BUILDERS: dict[str, Callable[[Workload], Impl]] = {
+BUILDERS: dict[str, Callable[..., Impl]] = {
     "reference": reference_impl,
     "funcnet-numpy": funcnet_numpy,
     "funcnet-jax": funcnet_jax,
@@ -257,5 +286,6 @@ BUILDERS: dict[str, Callable[[Workload], Impl]] = {
 }
 
 
-def build(name: str, w: Workload) -> Impl:
-    return BUILDERS[name](w)
+def build(name: str, w: Workload, *, with_fit: bool = True) -> Impl:
+    """The implementation ``name`` on workload ``w``; ``with_fit=False`` keeps no initial copy for ``fit``."""
+    return BUILDERS[name](w, with_fit)

@@ -135,10 +135,25 @@ def cprofile_step(w: Workload, n: int = 2000, top: int = 25) -> dict:
     batches = workloads.batches(w, x, t)
     for i in range(20):
         state, _ = step(state, batches[i % len(batches)])
+
+    def run():
+        nonlocal state
+        for i in range(n):
+            state, _ = step(state, batches[i % len(batches)])
+
+    return _cprofile(run, n, top)
+
+
+def cprofile_fit(fit, epochs: int, top: int = 15) -> dict:
+    """cProfile of one warm ``fit()`` (per epoch), e.g. funcnet's JAX fit with the epoch compiled."""
+    fit()
+    return _cprofile(fit, epochs, top)
+
+
+def _cprofile(run, n: int, top: int) -> dict:
     prof = cProfile.Profile()
     prof.enable()
-    for i in range(n):
-        state, _ = step(state, batches[i % len(batches)])
+    run()
     prof.disable()
     stats = pstats.Stats(prof)
     total = stats.total_tt
@@ -146,11 +161,11 @@ def cprofile_step(w: Workload, n: int = 2000, top: int = 25) -> dict:
     for (filename, line, func), (_, ncalls, tottime, cumtime, _) in stats.stats.items():
         short = filename.split("/funcnet/")[-1] if "/funcnet/" in filename else filename.rsplit("/", 1)[-1]
         where = f"{short}:{line}({func})" if line else func
-        rows.append({"function": where, "calls_per_step": ncalls / n, "tottime_share": tottime / total,
-                     "tottime_us_per_step": tottime / n * 1e6, "cumtime_us_per_step": cumtime / n * 1e6})
+        rows.append({"function": where, "calls_per_unit": ncalls / n, "tottime_share": tottime / total,
+                     "tottime_us_per_unit": tottime / n * 1e6, "cumtime_us_per_unit": cumtime / n * 1e6})
     rows.sort(key=lambda r: -r["tottime_share"])
     calls = sum(s[1] for s in stats.stats.values())
-    return {"steps": n, "python_calls_per_step": calls / n, "profiled_us_per_step": total / n * 1e6,
+    return {"units": n, "python_calls_per_unit": calls / n, "profiled_us_per_unit": total / n * 1e6,
             "top": rows[:top]}
 
 
@@ -167,7 +182,7 @@ def phases(w: Workload, n: int = 2000) -> dict[str, dict[str, float]]:
     model, loss, opt = step.model, step.loss, step.optimizer
     params = state.params
     logits, pullback = model.vjp(params, bx)
-    value, loss_pullback = loss.vjp(logits, bt)
+    _, loss_pullback = loss.vjp(logits, bt)
     dlogits = loss_pullback(1.0)
     grads, _ = pullback(dlogits)
     fn = {

@@ -64,7 +64,7 @@ class Affine:
         return out
 
     def backward(self, dout):
-        W, b = self.params
+        W, b = self.params  # noqa: RUF059 (the book's line)
         dx = np.matmul(dout, W.T)
         dW = np.matmul(self.x.T, dout)
         db = np.sum(dout, axis=0)

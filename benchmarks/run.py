@@ -30,7 +30,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                             "for a full run, benchmarks/results/quick.md for --quick)")
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md even with --quick")
     p.add_argument("--keep-blas-env", action="store_true", help="do not unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
+    p.add_argument("--single-thread", action="store_true",
+                   help="run every library on one thread (NumPy's BLAS, PyTorch, XLA): steadier numbers on a "
+                        "machine shared with other work")
     return p.parse_args(argv)
+
+
+def _single_thread() -> None:
+    """One thread for every library; set before they load (and through threadpoolctl for NumPy if loaded)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    flag = "--xla_cpu_multi_thread_eigen=false"
+    if flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
 
 
 def _reexec_without_blas_env(argv: list[str]) -> None:
@@ -53,10 +70,13 @@ def main(argv: list[str] | None = None, *, allow_reexec: bool = False) -> dict:
     args = parse(argv)
     if allow_reexec and not args.keep_blas_env:
         _reexec_without_blas_env(argv)
+    if args.single_thread:
+        _single_thread()
 
     from benchmarks import report, suite
 
-    results = suite.run(quick=args.quick, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = suite.run(quick=args.quick, single_thread=args.single_thread,
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
     stem = "quick" if args.quick else "full"
     out = args.out or (DOCS if (not args.quick or args.write_docs) else RESULTS / f"{stem}.md")
     text = report.render(results, command(argv))

@@ -7,8 +7,11 @@ Quick mode keeps every row but shrinks sizes and rounds, for CI smoke tests.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from benchmarks import correctness, impls, machine, memory, profiling, timing, workloads
 
@@ -42,12 +45,17 @@ QUICK = Plan(workloads.QUICK_SMALL, workloads.QUICK_LARGE, "quick_large", small_
              memory_impls=("reference", "funcnet-numpy"), gemm_n=128, profile_steps=50)
 
 
+_BUILT: dict = {}  # (name, workload) -> Impl: the step and fit sections share builds (and jit caches)
+
+
 def _build(names, w):
     built, skipped = {}, {}
     for name in names:
         try:
-            built[name] = impls.build(name, w)
-        except impls.Unavailable as err:
+            if (name, w) not in _BUILT:
+                _BUILT[name, w] = impls.build(name, w)
+            built[name] = _BUILT[name, w]
+        except impls.UnavailableError as err:
             skipped[name] = str(err)
     return built, skipped
 
@@ -56,7 +64,8 @@ def _table(samples, first, labels, base="reference") -> list[dict]:
     rows = []
     for name, xs in samples.items():
         med = timing.median(xs)
-        rows.append({"key": name, "name": labels[name], "median_s": med, "spread": timing.spread(xs),
+        rows.append({"key": name, "name": labels[name], "median_s": med, "best_s": min(xs),
+                     "spread": timing.spread(xs),
                      "ratio": timing.ratio(samples, name, base), "first_call_s": first[name],
                      "samples": len(xs)})
     return rows
@@ -95,19 +104,36 @@ def small_fit(plan: Plan) -> dict:
     rows = _table(samples, first, labels)
     for row in rows:
         row["final_loss"] = losses[row["name"]]
+        row["per_step_s"] = row["median_s"] / (plan.small.epochs * plan.small.iters)
     return {"rows": rows, "skipped": skipped, "epochs": plan.small.epochs}
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def large_step(plan: Plan) -> dict:
     built, skipped = _build(LARGE_STEP, plan.large)
-    samples, first = _time(built, lambda impl: impl.steps(plan.large_step_repeat),
-                           rounds=plan.large_step_rounds, repeat=1)
     k = plan.large_step_repeat
+    faults = dict.fromkeys(built, 0)
+    keys = {impl.name: name for name, impl in built.items()}
+
+    def call(impl):
+        before = _minor_faults()
+        impl.steps(k)
+        faults[keys[impl.name]] += _minor_faults() - before
+
+    samples, first = _time(built, call, rounds=plan.large_step_rounds, repeat=1)
     per_step = {name: [s / k for s in xs] for name, xs in samples.items()}
     labels = {name: impl.name for name, impl in built.items()}
     rows = _table(per_step, {n: s / k for n, s in first.items()}, labels)
+    calls = (plan.large_step_rounds + 2) * k  # first call, warm-up, rounds
+    for row in rows:
+        row["minor_faults_per_step"] = faults[row["key"]] / calls
     gemm_share = {name: timing.ratio(per_step, "gemms", name) for name in per_step}
-    return {"rows": rows, "skipped": skipped, "gemm_share": gemm_share, "steps_per_sample": k}
+    flops = workloads.gemm_flops(workloads.minimal_gemms(plan.large, np.random.default_rng(0)))
+    return {"rows": rows, "skipped": skipped, "gemm_share": gemm_share, "steps_per_sample": k,
+            "minimal_gemm_flops": flops}
 
 
 def peak_memory(plan: Plan) -> dict:
@@ -116,7 +142,7 @@ def peak_memory(plan: Plan) -> dict:
         try:
             rows.append(memory.measure(name, plan.large_name, plan.memory_steps))
         except RuntimeError as err:
-            if "Unavailable" not in str(err):
+            if "UnavailableError" not in str(err):
                 raise
             skipped[name] = str(err).strip().splitlines()[-1]
     base = next((r for r in rows if r["impl"] == "reference"), None)
@@ -126,10 +152,14 @@ def peak_memory(plan: Plan) -> dict:
 
 
 def profile(plan: Plan) -> dict:
+    built, _ = _build(("funcnet-jax",), plan.small)
+    jax_fit = built.get("funcnet-jax")
     return {
+        "cprofile_jax_fit": profiling.cprofile_fit(jax_fit.fit, plan.small.epochs) if jax_fit else None,
         "array_calls": {k: dict(v) for k, v in profiling.array_calls(plan.small).items()},
         "call_costs_us": profiling.call_costs(n=max(plan.profile_steps, 100)),
         "cprofile": profiling.cprofile_step(plan.small, n=plan.profile_steps),
+        "phases_small_us": profiling.phases(plan.small, n=max(plan.profile_steps // 4, 20)),
     }
 
 
@@ -156,10 +186,11 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
-def run(quick: bool = False, log=print) -> dict:
+def run(quick: bool = False, single_thread: bool = False, log=print) -> dict:
     plan = QUICK if quick else FULL
+    impls.SINGLE_THREAD = single_thread
     results = {"mode": "quick" if quick else "full", "plan": asdict(plan), "started": time.time(),
-               "load_before": os.getloadavg()}
+               "load_before": os.getloadavg(), "single_thread": single_thread}
     log("machine and GEMM rate ...")
     results["machine"] = machine.describe()
     results["gemm"] = machine.gemm_gflops(plan.gemm_n)

@@ -10,6 +10,7 @@ same thing.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,13 +45,16 @@ class Workload:
     n: int = 300  # examples
     w_init: str = "book"
     seed: int = 0
+    torch_threads: int | None = None  # PyTorch intra-op threads (None: its default)
 
     @property
     def iters(self) -> int:
         return self.n // self.batch_size
 
 
-SMALL = Workload("small", (2, 10, 3), batch_size=30, lr=1.0)
+# Tiny ops gain nothing from threads: PyTorch runs the small workload on one (with two, its
+# OpenMP synchronisation alone makes a step several times slower on this 2-core machine).
+SMALL = Workload("small", (2, 10, 3), batch_size=30, lr=1.0, torch_threads=1)
 LARGE = Workload("large", (784, 1024, 1024, 10), batch_size=256, lr=0.01, n=4 * 256, w_init="glorot")
 
 QUICK_SMALL = replace(SMALL, epochs=3)
@@ -97,6 +101,11 @@ def batches(w: Workload, x: np.ndarray, t: np.ndarray) -> list[tuple[np.ndarray,
     return [(x[i * b:(i + 1) * b], t[i * b:(i + 1) * b]) for i in range(w.iters)]
 
 
+def gemm_flops(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Floating-point operations of the products ``a @ b`` (2 m k n each)."""
+    return float(sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs))
+
+
 def minimal_gemms(w: Workload, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """The operand pairs of the matrix products a step needs, with the step's shapes.
 
@@ -106,7 +115,7 @@ def minimal_gemms(w: Workload, rng: np.random.Generator) -> list[tuple[np.ndarra
     """
     b, sizes, dt = w.batch_size, w.sizes, w.dtype
     acts = [rng.standard_normal((b, d)).astype(dt) for d in sizes]
-    ws = [rng.standard_normal((i, o)).astype(dt) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
+    ws = [rng.standard_normal((i, o)).astype(dt) for i, o in itertools.pairwise(sizes)]
     pairs = [(acts[i], ws[i]) for i in range(len(ws))]  # forward
     for i in reversed(range(len(ws))):
         pairs.append((acts[i].T, acts[i + 1]))  # dW_i = h_i.T @ dy_i

@@ -99,7 +99,7 @@ def _json(x: Any, what: str) -> Any:
 
 
 def run_id(config: Mapping[str, Any], seed: int) -> str:
-    """The run's name: sha256 of the canonical JSON of ``{"config": config, "seed": seed}`` (16 hex digits)."""
+    """The run's name: 16 hex digits of sha256 of the canonical JSON of ``{"config": .., "seed": ..}``."""
     canonical = json.dumps({"config": config, "seed": seed}, sort_keys=True, separators=(",", ":"),
                            default=_plain)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -108,7 +108,9 @@ def run_id(config: Mapping[str, Any], seed: int) -> str:
 def _runs(configs: Sequence[Mapping[str, Any]] | Mapping[str, Any], seeds: int | Iterable[int]) -> list[_Run]:
     if isinstance(configs, Mapping):
         configs = [configs]
-    seeds = range(seeds) if isinstance(seeds, int) and not isinstance(seeds, bool) else list(seeds)
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+        seeds = range(int(seeds))
+    seeds = list(seeds)
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"sweep: seeds must be non-negative ints, got {seed!r}")
@@ -211,7 +213,7 @@ def _dask(client: Any, fn: Experiment, todo: list[_Run], experiment: str,
     # The key is the run's own name: a run submitted twice (two clients, a resubmission) is one task
     # on the scheduler. Tasks of a worker that died are rescheduled by the scheduler itself.
     futures = {client.submit(_execute, fn, run.config, run.seed, key=f"funcnet-run-{tag}-{run.id}",
-                             retries=retries, pure=False): run for run in todo}
+                             retries=retries): run for run in todo}
     try:
         for future in as_completed(list(futures)):
             yield futures[future], _outcome(future)
@@ -239,8 +241,10 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
     ``executor``: None (here, in order), a ``concurrent.futures.Executor`` or a
     ``dask.distributed.Client``. ``out_dir`` keeps every finished run and lets a rerun skip the
     successful ones. A failing run is a row with status ``"error"``; with ``fail_fast`` the first
-    one stops the sweep with :class:`SweepError`. ``retries``: Dask's retries of a task whose
-    worker failed it. ``progress``: a bar over runs (None: when stderr is a terminal).
+    one stops the sweep with :class:`SweepError`. ``retries``: Dask's retries of a task that
+    raised outside ``fn`` (a task whose worker died is rescheduled by the scheduler anyway, up
+    to ``distributed.scheduler.allowed-failures`` times). ``progress``: a bar over runs (None:
+    when stderr is a terminal).
     """
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"sweep: executor must be None, a concurrent.futures.Executor or a dask Client, "
@@ -380,8 +384,9 @@ class Results:
             n = len(values)
             stats = {"n": n, "mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
             if n:
-                stats = {"n": n, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if n > 1 else 0.0,
-                         "min": float(values.min()), "max": float(values.max())}
+                std = float(values.std(ddof=1)) if n > 1 else 0.0
+                stats = {"n": n, "mean": float(values.mean()), "std": std, "min": float(values.min()),
+                         "max": float(values.max())}
             table.append({**{k: first.get(k) for k in self.config_keys}, **stats})
         return table
 
@@ -412,7 +417,8 @@ class Results:
     def plot(self, path: str | os.PathLike[str] | None = None, *, eval_interval: int | None = None,
              band: str = "minmax", show: bool = False, title: str | None = None) -> Any:
         """The loss histories: per configuration the mean over seeds and a band (min-max or ±1 std)."""
-        return plot_histories(self, path=path, eval_interval=eval_interval, band=band, show=show, title=title)
+        return _plot_histories(self, path=path, eval_interval=eval_interval, band=band, show=show,
+                               title=title)
 
 
 def _hashable(x: Any) -> Any:
@@ -425,7 +431,7 @@ def _cell(x: Any) -> Any:
     return json.dumps(x) if isinstance(x, list | dict) else x
 
 
-def plot_histories(results: Results, *, path: str | os.PathLike[str] | None = None,
+def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = None,
                    eval_interval: int | None = None, band: str = "minmax", show: bool = False,
                    title: str | None = None) -> Any:
     """One line a configuration: the mean loss history over its successful seeds, with its spread."""
@@ -438,7 +444,7 @@ def plot_histories(results: Results, *, path: str | os.PathLike[str] | None = No
     keys = results.config_keys
     # a key with one value in the whole sweep says nothing in a legend: it goes to the title
     varying = [k for k in keys if len({_hashable(row.get(k)) for row in results}) > 1]
-    fixed = [k for k in keys if k not in varying and results.rows]
+    fixed = [k for k in keys if k not in varying] if results.rows else []
     n_seeds = 0
     for i, group in enumerate(results.groups().values()):
         histories = [row["history"] for row in group.ok() if row["history"]]
@@ -449,7 +455,10 @@ def plot_histories(results: Results, *, path: str | os.PathLike[str] | None = No
         h = np.array([h[:length] for h in histories], dtype=float)
         x = np.arange(1, length + 1) * (eval_interval or 1)
         mean = h.mean(axis=0)
-        low, high = (h.min(axis=0), h.max(axis=0)) if band == "minmax" else (mean - h.std(axis=0), mean + h.std(axis=0))
+        if band == "minmax":
+            low, high = h.min(axis=0), h.max(axis=0)
+        else:
+            low, high = mean - h.std(axis=0), mean + h.std(axis=0)
         first = group.rows[0]
         label = ", ".join(f"{k}={first.get(k)}" for k in varying) or "all runs"
         color = f"C{i % 10}"
@@ -476,10 +485,11 @@ SPIRAL_DEFAULTS = {"hidden": 10, "lr": 1.0, "epochs": 300, "batch_size": 30, "ev
 
 
 def spiral_experiment(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """The seed's run: TwoLayerNet(2, hidden, 3), SGD(lr), batches of 30 on the spiral; keys as SPIRAL_DEFAULTS."""
+    """The seed's run, TwoLayerNet(2, hidden, 3) and SGD(lr) on the spiral; settings as SPIRAL_DEFAULTS."""
     unknown = set(config) - set(SPIRAL_DEFAULTS)
     if unknown:
-        raise ValueError(f"spiral_experiment: unknown settings {sorted(unknown)}; known: {list(SPIRAL_DEFAULTS)}")
+        raise ValueError(f"spiral_experiment: unknown settings {sorted(unknown)}; "
+                         f"known: {list(SPIRAL_DEFAULTS)}")
     c = {**SPIRAL_DEFAULTS, **config}
     x, t = spiral.load_data(dtype="float32")
     model, optimizer = TwoLayerNet(2, c["hidden"], 3), optim.SGD(lr=c["lr"])

@@ -1,0 +1,343 @@
+"""Sweeps: the same table, bit for bit and in the same order, on every executor; resume; failures.
+
+The experiment functions below live in this module so that worker processes (a process pool, a
+Dask LocalCluster) import them by name: their files on disk are how a test counts executions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from funcnet import experiments, random
+from funcnet.experiments import Results, SweepError, grid, run_id, spiral_experiment, sweep
+
+SPIRAL_GRID = grid(hidden=[5, 10], lr=[0.3, 1.0], epochs=2)
+SEEDS = [0, 1, 7]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def toy(config, seed):
+    """A tiny seeded experiment: a few random draws scaled by the configuration."""
+    draws = random.normal(random.key(seed), (4,), dtype="float32") * config["scale"]
+    return {"loss": float(np.abs(draws).mean()), "peak": draws.max(), "history": np.abs(draws).tolist()}
+
+
+def counted(config, seed):
+    """``toy``, leaving one file per execution in ``config["dir"]``; fails for seeds in ``config["fail"]``."""
+    folder = Path(config["dir"])
+    n = len(list(folder.glob(f"ran-{config['scale']}-{seed}-*")))
+    (folder / f"ran-{config['scale']}-{seed}-{n}").touch()
+    if seed in config.get("fail", ()):
+        raise ValueError(f"seed {seed} is unlucky")
+    return toy(config, seed)
+
+
+def crash_once(config, seed):
+    """``toy``, but the first attempt of the seeds in ``config["crash"]`` kills its own process."""
+    folder = Path(config["dir"])
+    (folder / f"attempt-{seed}-{os.getpid()}-{len(list(folder.iterdir()))}").touch()
+    first = folder / f"crashed-{seed}"
+    if seed in config["crash"] and not first.exists():
+        first.touch()
+        os._exit(3)  # a dying worker: no exception, no cleanup
+    return toy(config, seed)
+
+
+def executions(folder: Path, prefix: str = "ran-") -> int:
+    return len(list(folder.glob(f"{prefix}*")))
+
+
+def reproducible(results: Results) -> list[dict]:
+    """The rows without the run time, as exact text (floats by repr): equal text, equal bits."""
+    return [json.dumps(row) for row in results.drop("time")]
+
+
+def spawn_pool(workers: int = 2) -> ProcessPoolExecutor:
+    # spawn, not fork: this process has threads (Dask's, maybe BLAS's) that a fork would copy mid-flight
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+@pytest.fixture(scope="module")
+def sequential():
+    return sweep(spiral_experiment, SPIRAL_GRID, SEEDS, progress=False)
+
+
+@pytest.fixture(scope="module")
+def client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+# ------------------------------------------------------------------------------ the grid and names
+
+
+def test_grid_is_the_cartesian_product_in_a_stable_order():
+    assert grid(a=[1, 2], b=("x", "y"), c=3) == [
+        {"a": 1, "b": "x", "c": 3}, {"a": 1, "b": "y", "c": 3},
+        {"a": 2, "b": "x", "c": 3}, {"a": 2, "b": "y", "c": 3},
+    ]
+    assert grid(name="sgd") == [{"name": "sgd"}]  # a string is one value, not an axis of letters
+    assert grid(a=[]) == []
+    with pytest.raises(TypeError, match="set"):
+        grid(a={1, 2})
+
+
+def test_run_id_is_a_stable_hash_of_config_and_seed():
+    # the keys' order is irrelevant, and so is a NumPy int for a Python one
+    assert run_id({"hidden": 5, "lr": 0.3}, 1) == run_id({"lr": 0.3, "hidden": 5}, 1)
+    assert run_id({"hidden": np.int64(5), "lr": 0.3}, 1) == run_id({"hidden": 5, "lr": 0.3}, 1)
+    assert run_id({"hidden": 5, "lr": 0.3}, 1) != run_id({"hidden": 5, "lr": 0.3}, 2)
+    # pinned, as sha256 of the canonical JSON: resuming an old sweep depends on it
+    canonical = b'{"config":{"hidden":5,"lr":0.3},"seed":1}'
+    assert run_id({"hidden": 5, "lr": 0.3}, 1) == hashlib.sha256(canonical).hexdigest()[:16]
+    assert run_id({"hidden": 5, "lr": 0.3}, 1) == "dd3fafc01b321b94"
+
+
+# ------------------------------------------------------------------------------ the table
+
+
+def test_the_table_has_one_row_per_run_in_order(sequential):
+    assert len(sequential) == len(SPIRAL_GRID) * len(SEEDS) and sequential.skipped == 0
+    assert [(r["hidden"], r["lr"], r["seed"]) for r in sequential] == [
+        (c["hidden"], c["lr"], s) for c in SPIRAL_GRID for s in SEEDS]
+    assert sequential.columns == ["hidden", "lr", "epochs", "seed", "loss", "accuracy", "history", "status",
+                                  "error", "time", "run"]
+    assert sequential.metrics == ["loss", "accuracy"]
+    for row in sequential:
+        assert row["status"] == "ok" and row["error"] == "" and row["time"] > 0
+        assert len(row["history"]) == 2 and all(isinstance(v, float) for v in row["history"])  # 20 iterations
+        assert row["run"] == run_id({"hidden": row["hidden"], "lr": row["lr"], "epochs": 2}, row["seed"])
+    assert len({r["loss"] for r in sequential}) == len(sequential)  # seeds and settings matter
+    assert len(sequential.where(hidden=5, lr=1.0)) == len(SEEDS)
+    groups = sequential.groups("lr")
+    assert list(groups) == [(0.3,), (1.0,)] and all(len(g) == 2 * len(SEEDS) for g in groups.values())
+    stats = sequential.aggregate("loss")
+    assert [(s["hidden"], s["lr"], s["n"]) for s in stats] == [(c["hidden"], c["lr"], 3) for c in SPIRAL_GRID]
+    losses = [r["loss"] for r in sequential.where(hidden=5, lr=0.3)]
+    assert stats[0]["mean"] == pytest.approx(np.mean(losses)) and stats[0]["max"] == max(losses)
+
+
+def test_a_sequential_sweep_is_reproducible(sequential):
+    again = sweep(spiral_experiment, SPIRAL_GRID, SEEDS, progress=False)
+    assert reproducible(again) == reproducible(sequential)
+
+
+def test_metrics_are_json_values():
+    res = sweep(toy, [{"scale": 2.0}], 2, progress=False)
+    assert all(type(row["peak"]) is float for row in res)  # a NumPy float32 became a Python float
+    assert res[0]["peak"] == float(np.float32(res[0]["peak"]))  # exactly the float32 value
+
+    def returns_an_object(config, seed):
+        return {"loss": object()}
+
+    bad = sweep(returns_an_object, [{}], 1, progress=False)
+    assert bad[0]["status"] == "error" and "JSON" in bad[0]["error"]
+
+
+def test_invalid_sweeps_are_refused():
+    with pytest.raises(ValueError, match="reserved"):
+        sweep(toy, [{"seed": 1, "scale": 1.0}], 1)
+    with pytest.raises(ValueError, match="twice"):
+        sweep(toy, [{"scale": 1.0}, {"scale": 1.0}], 1)
+    with pytest.raises(ValueError, match="seeds"):
+        sweep(toy, [{"scale": 1.0}], [-1])
+    with pytest.raises(TypeError, match="JSON"):
+        sweep(toy, [{"scale": object()}], 1)
+    with pytest.raises(TypeError, match="executor"):
+        sweep(toy, [{"scale": 1.0}], 1, executor="dask")
+
+
+# ------------------------------------------------------------------------------ executors
+
+
+def test_a_dask_local_cluster_gives_the_sequential_table_bit_for_bit(sequential, client):
+    on_dask = sweep(spiral_experiment, SPIRAL_GRID, SEEDS, executor=client, progress=False)
+    assert reproducible(on_dask) == reproducible(sequential)
+    workers = client.run(os.getpid)
+    assert os.getpid() not in workers.values()  # the runs really ran in other processes
+
+
+def test_a_process_pool_gives_the_sequential_table_bit_for_bit(sequential):
+    with spawn_pool() as pool:
+        pooled = sweep(spiral_experiment, SPIRAL_GRID, SEEDS, executor=pool, progress=False)
+    assert reproducible(pooled) == reproducible(sequential)
+
+
+def test_dask_is_imported_only_when_used():
+    code = ("import sys; from funcnet import experiments as e; "
+            "r = e.sweep(e.spiral_experiment, [{'epochs': 1}], 2, progress=False); "
+            "assert len(r) == 2; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def test_resume_skips_finished_runs(tmp_path):
+    configs = [{"scale": 1.0, "dir": str(tmp_path)}, {"scale": 3.0, "dir": str(tmp_path)}]
+    first = sweep(counted, configs, 3, out_dir=tmp_path / "runs", progress=False)
+    assert executions(tmp_path) == 6 and first.skipped == 0
+    files = sorted((tmp_path / "runs").glob("*.json"))
+    assert [f.stem for f in files] == sorted(r["run"] for r in first)
+
+    again = sweep(counted, configs, 3, out_dir=tmp_path / "runs", progress=False)
+    assert executions(tmp_path) == 6 and again.skipped == 6  # nothing ran again
+    assert again.rows == first.rows  # the time too: it is read back from the run's file
+
+    (tmp_path / "runs" / f"{first[4]['run']}.json").unlink()
+    (tmp_path / "runs" / f"{first[1]['run']}.json").write_text('{"half a fi')  # a torn file: run again
+    more = sweep(counted, configs, [0, 1, 2, 3], out_dir=tmp_path / "runs", progress=False)
+    assert executions(tmp_path) == 6 + 2 + 2 and more.skipped == 4  # two repaired, two new seeds
+    assert reproducible(more.where(seed=0)) == reproducible(first.where(seed=0))
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.suffix != ".json"]  # no temporary files left
+
+
+def test_resume_runs_failed_runs_again(tmp_path):
+    failing = {"scale": 1.0, "dir": str(tmp_path), "fail": [1]}
+    first = sweep(counted, [failing], 3, out_dir=tmp_path / "runs", progress=False)
+    assert [r["status"] for r in first] == ["ok", "error", "ok"]
+    record = json.loads((tmp_path / "runs" / f"{first[1]['run']}.json").read_text())
+    assert record["status"] == "error" and "unlucky" in record["traceback"]
+    again = sweep(counted, [failing], 3, out_dir=tmp_path / "runs", progress=False)
+    assert again.skipped == 2 and executions(tmp_path) == 4  # only the failed run, once more
+
+
+def test_an_out_dir_belongs_to_one_experiment(tmp_path):
+    def other(config, seed):
+        return {"loss": 0.0}
+
+    sweep(toy, [{"scale": 1.0}], 1, out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="own out_dir"):
+        sweep(other, [{"scale": 1.0}], 1, out_dir=tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+def test_a_failing_run_is_reported_and_the_others_continue(tmp_path):
+    config = {"scale": 1.0, "dir": str(tmp_path), "fail": [0, 2]}
+    for executor in (None, "pool"):
+        with spawn_pool() if executor else contextlib.nullcontext() as pool:
+            res = sweep(counted, [config], 4, executor=pool, progress=False)
+        assert [r["status"] for r in res] == ["error", "ok", "error", "ok"]
+        assert res[0]["error"] == "ValueError: seed 0 is unlucky"
+        assert res[0]["loss"] is None and res[0]["history"] == [] and res[1]["loss"] > 0
+        assert len(res.failed()) == 2 and len(res.ok()) == 2
+    assert executions(tmp_path) == 8
+
+
+def test_fail_fast_stops_at_the_first_failure(tmp_path):
+    config = {"scale": 1.0, "dir": str(tmp_path), "fail": [1]}
+    with pytest.raises(SweepError, match="ValueError: seed 1 is unlucky") as info:
+        sweep(counted, [config], 5, fail_fast=True, progress=False)
+    assert executions(tmp_path) == 2  # seeds 0 and 1; 2, 3 and 4 never ran
+    assert [(r["seed"], r["status"]) for r in info.value.results] == [(0, "ok"), (1, "error")]
+
+
+def test_fail_fast_on_dask_cancels_the_rest(tmp_path, client):
+    config = {"scale": 1.0, "dir": str(tmp_path), "fail": [0]}
+    with pytest.raises(SweepError, match="unlucky") as info:
+        sweep(counted, [config], 6, executor=client, fail_fast=True, progress=False)
+    assert [r["status"] for r in info.value.results].count("error") == 1
+
+    def tasks(dask_scheduler):
+        return len(dask_scheduler.tasks)
+
+    deadline = time.monotonic() + 10
+    while client.run_on_scheduler(tasks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.run_on_scheduler(tasks) == 0  # nothing left behind on the scheduler
+
+
+def test_a_killed_dask_worker_neither_loses_nor_duplicates_a_run(tmp_path, client):
+    config = {"scale": 1.0, "dir": str(tmp_path), "crash": [1, 4]}
+    res = sweep(crash_once, [config], 6, executor=client, out_dir=tmp_path / "runs", progress=False)
+    assert (tmp_path / "crashed-1").exists() and (tmp_path / "crashed-4").exists()  # two workers died
+    assert [r["seed"] for r in res] == list(range(6)) and [r["status"] for r in res] == ["ok"] * 6
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 6
+    # Dask reruns the task of a dead worker (and may recompute results that died with it): a run
+    # can execute more than once, but it is one row, and pure runs give the same row every time
+    assert len(list(tmp_path.glob("attempt-1-*"))) >= 2 and len(list(tmp_path.glob("attempt-4-*"))) >= 2
+    reference = sweep(crash_once, [config], 6, progress=False)  # the markers exist: nothing crashes now
+    assert reproducible(res) == reproducible(reference)
+
+
+def test_a_broken_process_pool_fails_its_runs_and_a_resume_completes_them(tmp_path):
+    config = {"scale": 1.0, "dir": str(tmp_path), "crash": [2]}
+    with spawn_pool() as pool:
+        broken = sweep(crash_once, [config], 5, executor=pool, out_dir=tmp_path / "runs", progress=False)
+    failed = broken.failed()
+    assert 2 in [r["seed"] for r in failed] and all("BrokenProcessPool" in r["error"] for r in failed)
+    with spawn_pool() as pool:
+        resumed = sweep(crash_once, [config], 5, executor=pool, out_dir=tmp_path / "runs", progress=False)
+    assert resumed.skipped == 5 - len(failed) and [r["status"] for r in resumed] == ["ok"] * 5
+    assert reproducible(resumed) == reproducible(sweep(crash_once, [config], 5, progress=False))
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def test_csv_is_written_and_read_back(tmp_path, sequential):
+    path = tmp_path / "results.csv"
+    sequential.to_csv(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(sequential) and list(rows[0]) == sequential.columns
+    for text, row in zip(rows, sequential, strict=True):
+        assert int(text["hidden"]) == row["hidden"] and float(text["lr"]) == row["lr"]
+        assert int(text["seed"]) == row["seed"] and text["status"] == "ok" and text["error"] == ""
+        assert float(text["loss"]) == row["loss"]  # exact: floats are written by repr
+        assert json.loads(text["history"]) == row["history"]
+
+
+def test_pandas_and_parquet(tmp_path, sequential):
+    pd = pytest.importorskip("pandas")
+    frame = sequential.to_pandas()
+    assert list(frame.columns) == sequential.columns and len(frame) == len(sequential)
+    assert frame["loss"].tolist() == [r["loss"] for r in sequential]
+    if not any(experiments.find_spec(m) for m in ("pyarrow", "fastparquet")):
+        with pytest.raises(ImportError, match="pyarrow or fastparquet"):
+            sequential.to_parquet(tmp_path / "results.parquet")
+        return
+    sequential.to_parquet(tmp_path / "results.parquet")
+    back = pd.read_parquet(tmp_path / "results.parquet")
+    assert back["loss"].tolist() == frame["loss"].tolist()
+    assert [list(h) for h in back["history"]] == [r["history"] for r in sequential]
+
+
+def test_parquet_without_an_engine_is_a_clear_error(tmp_path, sequential, monkeypatch):
+    monkeypatch.setattr(experiments, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pyarrow or fastparquet"):
+        sequential.to_parquet(tmp_path / "results.parquet")
+
+
+def test_the_plot_is_a_png_with_one_line_per_configuration(tmp_path, sequential):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    fig = sequential.plot(path, eval_interval=10)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    ax = fig.axes[0]
+    assert len(ax.lines) == len(SPIRAL_GRID) and ax.get_xlabel() == "iterations" and ax.get_ylabel() == "loss"
+    assert ax.lines[0].get_label() == "hidden=5, lr=0.3 (n=3)"
+    assert "epochs=2" in ax.get_title()
+    with pytest.raises(ValueError, match="band"):
+        sequential.plot(band="iqr")
+
