@@ -190,9 +190,18 @@ def compare(part: str, name: str, got: Any, want: Any, bound: float, backend_nam
 
 
 def error_row(part: str, name: str, bound: float, err: Exception, relation: str = "<=") -> Row:
-    """A failed row for a check that raised, naming the exception and where it was raised."""
-    frame = traceback.extract_tb(err.__traceback__)[-1]
-    where = f"{Path(frame.filename).name}:{frame.lineno}"
+    """A failed row for a check that raised, naming the exception and where: the innermost line of
+    funcnet that led to it, and the line that raised it when that is elsewhere (inside cupy, say)."""
+    frames = traceback.extract_tb(err.__traceback__)
+
+    def short(frame: traceback.FrameSummary) -> str:
+        parts = Path(frame.filename).parts
+        return f"{'/'.join(parts[-2:])}:{frame.lineno}"
+
+    ours = [f for f in frames if f"{os.sep}funcnet{os.sep}" in f.filename]
+    where = short(ours[-1]) if ours else short(frames[-1])
+    if ours and ours[-1] is not frames[-1]:
+        where += f" (raised in {short(frames[-1])})"
     message = f"{type(err).__name__} at {where}: {err}".replace("\n", " ")
     return Row(part, name, math.nan, bound, relation, message[:300])
 

@@ -163,7 +163,9 @@ def _profile_section(p: dict) -> list[str]:
     names = sorted(set(fn) | set(ref), key=lambda k: -(fn.get(k, 0) + ref.get(k, 0)))
     out = ["", "## Profile of the small step", "",
            "NumPy calls per step (ufuncs and operators, `np.*` functions; not indexing, `.T`, `.copy()`, "
-           f"`.argmax()`): funcnet {sum(fn.values()):.0f}, reference {sum(ref.values()):.0f}.", "",
+           f"`.argmax()`): funcnet {sum(fn.values()):.0f}, reference {sum(ref.values()):.0f}. Counted by "
+           "running the step on an `ndarray` subclass; where funcnet tests `type(x) is np.ndarray` it "
+           "takes its generic branch there, which makes as many calls.", "",
            "| NumPy call | funcnet | reference |", "| --- | ---: | ---: |"]
     out += [f"| {k} | {fn.get(k, 0):g} | {ref.get(k, 0):g} |" for k in names]
     out += ["", "Cost of one call at the small step's shapes (best of 5):", "",

@@ -54,7 +54,12 @@ def _load(name: str) -> ModuleType:
             )
         # cupy itself lacks parts of the Array API (astype, concat, ... in some versions);
         # array_api_compat's wrapper adds them around the same cupy arrays
-        return importlib.import_module("array_api_compat.cupy")
+        try:
+            return importlib.import_module("array_api_compat.cupy")
+        except ImportError as err:
+            raise BackendUnavailableError(
+                f"backend 'cupy' needs array_api_compat's cupy wrapper, which failed to import: {err}"
+            ) from err
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
 
 

@@ -113,7 +113,9 @@ def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
 
     def at(count, xp, dtype):
         value = lr(count)
-        if is_traced(value):  # its value cannot be checked; its dtype must be the params'
+        if is_traced(value) or not isinstance(value, numbers.Real | np.ndarray | np.generic):
+            # traced, or on a device: reading it would cost a host sync every step, so it is not
+            # checked here (the built-in schedules are checked when built); its dtype must be the params'
             return value if value.dtype == dtype else xp.astype(value, dtype)
         value = float(value)  # a Python float cannot promote float32 params
         if not value >= 0.0:

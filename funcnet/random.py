@@ -176,6 +176,12 @@ def bernoulli(key: Key, p: float, shape: tuple[int, ...], xp: ModuleType | None 
         import jax
 
         return jax.random.bernoulli(key, p, shape)
+    if xp is not None and xp.__name__.startswith(("cupy", "array_api_compat.cupy")):
+        # a mask every step: drawn on the device instead of copied there (its numbers differ
+        # from the host recipe's, as masks may between backends)
+        import cupy
+
+        return cupy.random.default_rng(_as_int(key)).random(shape, dtype=cupy.float32) < p
     return _move(_generator(key).random(shape, dtype=np.float32) < p, xp)
 
 

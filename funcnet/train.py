@@ -153,6 +153,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    x, t = _on_params_backend(state.params, x, t)
     n = x.shape[0] if getattr(x, "ndim", 0) else 0
     batch_size = _check_batch_size(batch_size, max(n, 1))
     if validate:
@@ -244,6 +245,20 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             bar.close()
     history["time"] = time.perf_counter() - started
     return state, history
+
+
+def _on_params_backend(params: Any, x: Any, t: Any) -> tuple[Any, Any]:
+    """``(x, t)`` moved, once, to the params' backend when they are elsewhere (host data, device params)."""
+    leaves = tree.leaves(params)
+    if not leaves:
+        return x, t
+    target = namespace(leaves[0])
+    if namespace(x) is target and namespace(t) is target:
+        return x, t
+    host_x, host_t = to_numpy(x), to_numpy(t)
+    if host_x.dtype.kind == "f":  # cast on the host: float64 may not exist on the target
+        host_x = host_x.astype(to_numpy(leaves[0]).dtype)
+    return put(host_x, target), put(host_t, target)
 
 
 def _use_scan(compile_epoch: bool | None, xp: Any) -> bool:
