@@ -224,6 +224,11 @@ def is_integer(dtype: Any) -> bool:
         return "int" in str(dtype)
 
 
+IN_PLACE_MIN_SIZE = 16384
+"""Arrays at least this large are worth writing into with NumPy's ``out=`` (into a buffer the
+same function has just allocated); below it the keyword costs more than the allocation saved."""
+
+
 # np.sum / np.max go through a Python wrapper that costs as much as the reduction itself on
 # the small arrays of the seed's workload; the ufunc's own reduce gives the same numbers.
 def reduce_sum(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False) -> Any:

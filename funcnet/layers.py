@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import initializers, ops, random
-from funcnet.backend import namespace, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, namespace, reduce_sum
 
 
 class Layer(NamedTuple):
@@ -126,7 +126,7 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
 
 def _affine(xp: Any, x: Any, W: Any, b: Any) -> Any:
     y = xp.matmul(x, W)
-    if xp is np and y.dtype == np.result_type(y, b):
+    if xp is np and y.size >= IN_PLACE_MIN_SIZE and y.dtype == b.dtype:
         return np.add(y, b, out=y)  # y is fresh: adding in place saves an allocation
     return y + b
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcnet.backend import is_floating, namespace, reduce_max, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, namespace, reduce_max, reduce_sum
 
 
 class Primitive(NamedTuple):
@@ -268,7 +268,7 @@ def _sigmoid(x: Any) -> Any:
     if not is_floating(x.dtype):
         return 1.0 / (1.0 + xp.exp(-x))
     c = _exp_cutoff(xp, x.dtype)
-    if xp is np and x.ndim:
+    if xp is np and x.size >= IN_PLACE_MIN_SIZE:
         # the same operations, written into the one fresh buffer: callers cannot see it, and
         # on large activations it saves five allocations (page faults included)
         a = np.maximum(x, -c)
@@ -282,7 +282,7 @@ def _sigmoid(x: Any) -> Any:
 
 
 def _sigmoid_grad(y: Any, dy: Any) -> Any:
-    if type(y) is np.ndarray and type(dy) is np.ndarray and y.ndim and dy.shape == y.shape:
+    if type(y) is np.ndarray and type(dy) is np.ndarray and y.size >= IN_PLACE_MIN_SIZE and dy.shape == y.shape:
         g = np.subtract(1.0, y)  # one fresh buffer for (1 - y) y dy
         np.multiply(g, y, out=g)
         return np.multiply(g, dy, out=g)

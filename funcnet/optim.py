@@ -25,7 +25,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from funcnet import tree
-from funcnet.backend import is_floating, is_traced, namespace
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, is_traced, namespace
 from funcnet.schedules import Schedule
 
 Tree = Any
@@ -207,14 +207,17 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
         if type(state) is not state_cls:
             raise _state_type_error(name, state_cls, state)
         p_leaves, spec = tree.flatten(params)
-        g_leaves, g_spec = tree.flatten(grads)
-        if g_spec != spec:
+        # the others are flattened against params' structure: cheap, and None on a mismatch
+        g_leaves = tree.flatten_like(spec, grads)
+        if g_leaves is None:
             tree.assert_same_structure(params, grads, f"{name}.update: grads")
+            g_leaves = tree.leaves(grads)  # same structure after all (e.g. a list for a tuple)
         slot_leaves = []
         for field, slot in zip(fields, state[1:], strict=True):
-            leaves, s_spec = tree.flatten(slot)
-            if s_spec != spec:
+            leaves = tree.flatten_like(spec, slot)
+            if leaves is None:
                 tree.assert_same_structure(params, slot, f"{name}.update: state.{field}")
+                leaves = tree.leaves(slot)
             slot_leaves.append(leaves)
         if any(p.shape != g.shape or p.dtype != g.dtype for p, g in zip(p_leaves, g_leaves, strict=True)):
             raise _leaf_error(name, params, p_leaves, g_leaves)
@@ -243,7 +246,8 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
 def _minus_scaled(p: Any, lr_t: Any, g: Any) -> Any:
     """``p - lr_t * g``; on NumPy into the one fresh buffer ``lr_t * g`` (callers never see it)."""
     u = lr_t * g
-    if type(u) is np.ndarray and type(p) is np.ndarray and u.shape == p.shape and u.dtype == p.dtype:
+    if type(u) is np.ndarray and u.size >= IN_PLACE_MIN_SIZE and type(p) is np.ndarray and u.shape == p.shape \
+            and u.dtype == p.dtype:
         return np.subtract(p, u, out=u)
     return p - u
 

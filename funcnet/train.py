@@ -74,13 +74,15 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[Train
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         x, t = batch
         params = state.params
-        dtype = tree.leaves(params)[0].dtype
+        dtype = tree.any_leaf(params).dtype
         if x.dtype != dtype:
             x = namespace(x).astype(x, dtype)
         rng = step_key(state) if stochastic else None
         logits, pullback = model_vjp(params, x, rng=rng)
         value, loss_pullback = loss_vjp(logits, t)
         grads, _ = pullback(loss_pullback(1.0), **backward_kwargs)
+        # the pullbacks hold every activation: let them go before the update allocates new params
+        del logits, pullback, loss_pullback
         params, opt_state = update(params, grads, state.opt_state)
         return TrainState(params, opt_state, state.key, state.step + 1), {"loss": value}
 

@@ -105,7 +105,7 @@ def _loss(name: str) -> losses.Loss:
 # --- random stacks: shapes, apply == vjp, cotangent structure -----------------------------------
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stack=stacks(max_width=64, max_side=8), batch=st.integers(1, 64),
        dtype=st.sampled_from([np.float32, np.float64]), loss_name=st.sampled_from(LOSSES),
        stochastic=st.booleans(), seed=st.integers(0, 2**32 - 1))
@@ -149,7 +149,7 @@ def test_random_stacks_keep_their_announced_shapes_and_dtypes(stack, batch, dtyp
 MAX_CHECKED = 600  # params and inputs together: each costs two forward passes
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(stack=stacks(max_width=16, max_side=4), batch=st.integers(1, 8), loss_name=st.sampled_from(LOSSES),
        stochastic=st.booleans(), seed=st.integers(0, 2**32 - 1))
 def test_random_stacks_and_losses_pass_the_gradient_check(stack, batch, loss_name, stochastic, seed):
@@ -234,7 +234,7 @@ def _assert_same_layout(expected: Any, got: Any) -> None:
         assert b.dtype == a.dtype and b.shape == a.shape, (path, a.dtype, b.dtype, a.shape, b.shape)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec_tree=_param_trees, seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 3))
 def test_every_optimizer_keeps_the_tree_and_its_state_round_trips(spec_tree, seed, steps):
     rng = np.random.default_rng(seed)
