@@ -135,7 +135,8 @@ def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
 def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
         eval_interval: int | None = 20, progress: bool | None = None, log: bool = False,
         on_nonfinite: str = "raise", callback: Callable[[TrainState, dict], None] | None = None,
-        validate: bool = True, compile_epoch: bool | None = None) -> tuple[TrainState, dict[str, Any]]:
+        validate: bool = True, compile_epoch: bool | None = None,
+        epochs_per_call: int | None = None) -> tuple[TrainState, dict[str, Any]]:
     """Train ``epochs`` more epochs of shuffled mini-batches; returns ``(state, history)``.
 
     The book's batching: ``len(x) // batch_size`` iterations an epoch, the tail dropped. Every
@@ -147,31 +148,39 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     updates instead, reading every loss). Ctrl-C returns the last complete state
     with ``history["interrupted"] = True``. Nothing passed in is modified.
 
-    On the jax backend (``compile_epoch=None`` picks it there) each whole epoch is one
-    ``jax.jit``-compiled ``lax.scan`` of ``step``; non-finite losses are then found once an
-    epoch and the error carries the state at that epoch's start.
+    On the jax backend (``compile_epoch=None`` picks it there, unless a ``callback`` needs every
+    step) whole epochs run as one ``jax.jit``-compiled ``lax.scan`` of ``step``, shuffling
+    included: ``epochs_per_call`` of them a call (all remaining ones, or one when a progress bar
+    is shown). Non-finite losses are then found once a call, and the error carries the state at
+    that call's start.
     """
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+    if epochs_per_call is not None and (not isinstance(epochs_per_call, int) or epochs_per_call < 1):
+        raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
+    if eval_interval is not None and (not isinstance(eval_interval, int) or eval_interval < 1):
+        raise ValueError(f"fit: eval_interval must be a positive int or None, got {eval_interval!r}")
     x, t = _on_params_backend(state.params, x, t)
     n = x.shape[0] if getattr(x, "ndim", 0) else 0
     batch_size = _check_batch_size(batch_size, max(n, 1))
-    if validate:
-        validate_data(x, t, model=getattr(step, "model", None), loss=getattr(step, "loss", None),
-                      params=state.params)
-    if eval_interval is not None and (not isinstance(eval_interval, int) or eval_interval < 1):
-        raise ValueError(f"fit: eval_interval must be a positive int or None, got {eval_interval!r}")
-
     xp = namespace(x, t)
+    if validate:
+        # on jax, eager checks would compile a kernel each: check host copies instead
+        host = name_of(xp) == "jax"
+        validate_data(*(to_numpy((x, t)) if host else (x, t)), model=getattr(step, "model", None),
+                      loss=getattr(step, "loss", None),
+                      params=to_numpy(state.params) if host else state.params)
+
     on_host = name_of(xp) in ("numpy", "array_api_strict")  # loss readable without a device sync
     iters = n // batch_size
     current = int(to_numpy(state.step))  # a host copy of state.step: no device read per step
     first_epoch, first_iter = divmod(current, iters)
+    last_epoch = first_epoch + epochs
     host_key = to_numpy(state.key)
     history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "interrupted": False}
-    bar = _progress_bar(progress, first_epoch + epochs, first_epoch)
+    bar = _progress_bar(progress, last_epoch, first_epoch)
     started = time.perf_counter()
     total, count = 0.0, 0
     # the latest state reached by steps whose losses were all seen to be finite. Only this one
@@ -182,8 +191,12 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         return NonFiniteLossError(f"fit: the loss became {value} {where}; the error carries the "
                                   "last finite state (the input of the failing steps)", carried, history)
 
-    def record(epoch: int, it: int) -> None:
-        nonlocal total, count, last_good
+    def add(loss: Any, epoch: int, it: int) -> None:
+        nonlocal total, count, current, last_good
+        current += 1
+        total, count = total + loss, count + 1
+        if eval_interval is None or current % eval_interval or not count:
+            return
         mean = float(total) / count
         if not math.isfinite(mean):
             raise nonfinite(mean, f"by step {current} (epoch {epoch + 1})", last_good)
@@ -196,48 +209,60 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         total, count = 0.0, 0
         last_good = state
 
-    epoch_runner = _compiled_epoch(step, iters, batch_size) if _use_scan(compile_epoch, xp) else None
+    def order(epoch: int) -> np.ndarray:
+        return random.permutation(random.fold_in(host_key, epoch), n)
+
+    def steps_of(epoch: int, start_iter: int) -> None:
+        nonlocal state, count
+        perm = order(epoch)
+        perm = perm if xp is np else xp.asarray(perm)
+        xs, ts = xp.take(x, perm, axis=0), xp.take(t, perm, axis=0)
+        for it in range(start_iter, iters):
+            lo = it * batch_size
+            new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
+            loss = metrics["loss"]
+            if on_host or on_nonfinite == "skip":
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    if on_nonfinite == "raise":
+                        raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
+                                              f"iteration {it + 1})", state)
+                    new_state = state._replace(step=new_state.step)  # drop the update
+                    loss, count = 0.0, count - 1
+            state = new_state
+            add(loss, epoch, it)
+            if callback is not None:
+                callback(state, metrics)
+
+    def compiled_epochs(epoch: int, chunk: int) -> None:
+        nonlocal state, last_good
+        start = state
+        perms = xp.asarray(np.stack([order(e) for e in range(epoch, epoch + chunk)]))
+        state, losses = runner(state, x, t, perms)
+        losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1}", start)
+        for k, loss in enumerate(losses):
+            add(loss, epoch + k // iters, k % iters)
+        last_good = state
+
+    runner = None
+    if _use_scan(compile_epoch, xp) and callback is None and epochs:
+        runner = _compiled_epochs(step, iters, batch_size)
+        state = last_good = _as_jax_state(state)  # a scan's carry has fixed types: convert once
     try:
-        for epoch in range(first_epoch, first_epoch + epochs):
-            order = random.permutation(random.fold_in(host_key, epoch), n)
-            order = order if xp is np else xp.asarray(order)
-            xs, ts = xp.take(x, order, axis=0), xp.take(t, order, axis=0)
-            start_iter = first_iter if epoch == first_epoch else 0
-            if epoch_runner is not None and start_iter == 0:
-                epoch_start = state
-                state, losses = epoch_runner(state, xs, ts)
-                losses = np.asarray(losses, dtype=np.float64)
-                bad = np.flatnonzero(~np.isfinite(losses))
-                if bad.size:
-                    raise nonfinite(losses[bad[0]], f"at step {current + bad[0] + 1} (epoch {epoch + 1})",
-                                    epoch_start)
-                for it, loss in enumerate(losses):
-                    current += 1
-                    total, count = total + loss, count + 1
-                    if eval_interval is not None and current % eval_interval == 0:
-                        record(epoch, it)
-                last_good = state
-            for it in range(start_iter, iters if epoch_runner is None or start_iter else 0):
-                lo = it * batch_size
-                new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
-                loss = metrics["loss"]
-                if on_host or on_nonfinite == "skip":
-                    loss = float(loss)
-                    if not math.isfinite(loss):
-                        if on_nonfinite == "raise":
-                            raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
-                                                  f"iteration {it + 1})", state)
-                        new_state = state._replace(step=new_state.step)  # drop the update
-                        loss, count = 0.0, count - 1
-                state = new_state
-                current += 1
-                total, count = total + loss, count + 1
-                if eval_interval is not None and current % eval_interval == 0 and count:
-                    record(epoch, it)
-                if callback is not None:
-                    callback(state, metrics)
+        epoch = first_epoch
+        while epoch < last_epoch:
+            if runner is None or (epoch == first_epoch and first_iter):
+                steps_of(epoch, first_iter if epoch == first_epoch else 0)
+                done = 1
+            else:
+                done = min(last_epoch - epoch, epochs_per_call or (1 if bar else last_epoch - epoch))
+                compiled_epochs(epoch, done)
+            epoch += done
             if bar is not None:
-                bar.update(1)
+                bar.update(done)
                 if history["loss"]:
                     bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
     except KeyboardInterrupt:
@@ -274,30 +299,40 @@ def _use_scan(compile_epoch: bool | None, xp: Any) -> bool:
 _EPOCH_RUNNERS: dict[tuple[int, int, int], Any] = {}
 
 
-def _compiled_epoch(step: Callable, iters: int, batch_size: int) -> Callable:
-    """``jax.jit`` of a whole epoch: ``lax.scan`` of ``step`` over the shuffled batches."""
+def _as_jax_state(state: TrainState) -> TrainState:
+    import jax.numpy as jnp
+
+    return tree.map(jnp.asarray, state)
+
+
+def _compiled_epochs(step: Callable, iters: int, batch_size: int) -> Callable:
+    """``runner(state, x, t, perms) -> (state, losses)``: ``jax.jit`` of a ``lax.scan`` over
+    epochs (one row of ``perms`` each) of a ``lax.scan`` of ``step`` over that epoch's batches."""
     cache_key = (id(step), iters, batch_size)
     if cache_key in _EPOCH_RUNNERS:
         return _EPOCH_RUNNERS[cache_key][1]
     import jax
     import jax.numpy as jnp
 
-    def run(state, xs, ts):
-        used = iters * batch_size
-        xb = jnp.reshape(xs[:used], (iters, batch_size, *xs.shape[1:]))
-        tb = jnp.reshape(ts[:used], (iters, batch_size, *ts.shape[1:]))
+    used = iters * batch_size
+
+    def one_epoch(carry, perm):
+        state, x, t = carry
+        # the book's order: shuffle the whole set, then cut consecutive batches, tail dropped
+        xb = jnp.reshape(jnp.take(x, perm[:used], axis=0), (iters, batch_size, *x.shape[1:]))
+        tb = jnp.reshape(jnp.take(t, perm[:used], axis=0), (iters, batch_size, *t.shape[1:]))
 
         def body(s, batch):
             s, metrics = step(s, batch)
             return s, metrics["loss"]
 
-        return jax.lax.scan(body, state, (xb, tb))
+        state, losses = jax.lax.scan(body, state, (xb, tb))
+        return (state, x, t), losses
 
-    jitted = jax.jit(run)
-
-    def runner(state, xs, ts):
-        # scan needs a carry of fixed types: make every leaf of the state a jax array
-        return jitted(tree.map(jnp.asarray, state), xs, ts)
+    @jax.jit
+    def runner(state, x, t, perms):
+        (state, _, _), losses = jax.lax.scan(one_epoch, (state, x, t), perms)
+        return state, losses
 
     _EPOCH_RUNNERS[cache_key] = (step, runner)  # keep step alive so its id is not reused
     return runner

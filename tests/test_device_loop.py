@@ -186,8 +186,10 @@ def test_batches_are_gathered_and_sliced_on_the_device(data, name, compile_epoch
     final, _ = train.fit(like(step, spy), state, x, t, epochs=EPOCHS, batch_size=BATCH, eval_interval=10,
                          progress=False, **kw)
 
-    # one gather of x and one of t an epoch, of device arrays by a device index array
-    assert len(takes) == 2 * EPOCHS
+    # one gather of x and one of t an epoch, of device arrays by a device index array (the
+    # compiled epochs trace their gathers once, inside the scan)
+    compiled = compile_epoch or (compile_epoch is None and name == "jax")
+    assert len(takes) == (2 if compiled else 2 * EPOCHS)
     for a, indices in takes:
         assert backend.namespace(a, indices) is xp
     # every batch the step saw was a device array (jax tracers under the compiled epoch)
@@ -196,7 +198,8 @@ def test_batches_are_gathered_and_sliced_on_the_device(data, name, compile_epoch
         assert len(seen) == 40
         assert all(batch[0].shape == (BATCH, 2) and batch[1].shape == (BATCH, 3) for batch in seen)
     # nothing moved between host and device in the loop: state.step and state.key are read once
-    assert moved == {"put": 0, "to_numpy": 2}
+    # (on jax the start-of-run checks also read host copies of the data and params, once)
+    assert moved == {"put": 0, "to_numpy": 4 if name == "jax" else 2}
     assert all(backend.namespace(leaf) is xp for leaf in tree.leaves(final.params))
 
 

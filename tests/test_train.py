@@ -261,3 +261,32 @@ def test_predict_in_batches_equals_whole(data):
     parts = train.predict(step.model, state.params, x, batch_size=64)
     np.testing.assert_array_equal(whole, parts)
     assert train.accuracy(whole, t) == train.accuracy(whole, np.argmax(t, axis=1))
+
+
+def test_jax_compiled_fit_does_not_depend_on_how_epochs_are_grouped(data):
+    x, t = data
+    step, state = make()
+    jstate, (jx, jt) = backend.put(state, "jax"), backend.put((x, t), "jax")
+    ref, ref_history = run(step, state, x, t, epochs=6)
+    for per_call in (1, 4, None):
+        got, history = run(step, jstate, jx, jt, epochs=6, epochs_per_call=per_call)
+        chex.assert_trees_all_close(ref.params, backend.to_numpy(got.params), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(history["loss"], ref_history["loss"], rtol=1e-5)
+        assert int(got.step) == 60
+
+
+def test_jax_compiled_fit_resumes_mid_epoch(data):
+    x, t = data
+    step, state = make()
+    jx, jt = backend.put((x, t), "jax")
+    full, _ = run(step, backend.put(state, "jax"), jx, jt, epochs=4)
+
+    def interrupt(s, _metrics):
+        if int(s.step) == 15:
+            raise KeyboardInterrupt
+
+    partial, history = run(step, backend.put(state, "jax"), jx, jt, epochs=4, callback=interrupt)
+    assert history["interrupted"] and int(partial.step) == 15
+    rest, _ = run(step, partial, jx, jt, epochs=3)  # a per-step partial epoch, then compiled ones
+    chex.assert_trees_all_close(backend.to_numpy(full.params), backend.to_numpy(rest.params), rtol=1e-5, atol=1e-6)
+    assert int(rest.step) == 40
