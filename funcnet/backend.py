@@ -216,6 +216,22 @@ def is_floating(dtype: Any) -> bool:
         return "float" in str(dtype)
 
 
+_COMPLEX: dict[tuple[type, Any], bool] = {}
+
+
+def is_complex(dtype: Any) -> bool:
+    """True for a complex dtype of any backend (cached: it runs on every layer call)."""
+    key = (type(dtype), dtype)  # the type first: array_api_strict dtypes never meet NumPy's in ==
+    found = _COMPLEX.get(key)
+    if found is None:
+        try:
+            found = np.dtype(dtype).kind == "c"
+        except TypeError:
+            found = "complex" in str(dtype)
+        _COMPLEX[key] = found
+    return found
+
+
 def is_integer(dtype: Any) -> bool:
     """True for a signed or unsigned integer dtype of any backend (bool excluded)."""
     try:

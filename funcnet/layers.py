@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import initializers, ops, random
-from funcnet.backend import IN_PLACE_MIN_SIZE, namespace, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, reduce_sum
 
 
 class Layer(NamedTuple):
@@ -67,7 +67,7 @@ def deterministic(layer: Layer) -> Layer:
 def _check_in_shape(name: str, in_shape: Any, rank: int | None = None) -> tuple[int, ...]:
     try:
         in_shape = tuple(int(d) for d in in_shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"{name}.init: in_shape must be a tuple of ints, got {in_shape!r}") from None
     if rank is not None and len(in_shape) != rank:
         raise ValueError(
@@ -96,30 +96,80 @@ def _positive_int(name: str, what: str, value: Any) -> int:
 # --- parametrised layers --------------------------------------------------------------------
 
 
+def _check_real(name: str, x: Any) -> None:
+    if is_complex(x.dtype):
+        raise TypeError(f"{name}: input must be real numbers, got dtype {x.dtype}")
+
+
+def _check_init_dtype(name: str, dtype: Any) -> None:
+    if not is_floating(dtype):
+        raise TypeError(f"{name}.init: params dtype must be a float type (float16/32/64), got {dtype}")
+
+
+def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any], tuple[Any, Any, Any, Any]]:
+    """The checks of MatMul and Affine: ``check(params, x) -> (xp, W, b or None, x)``.
+
+    Plain Python on shapes (a fraction of a microsecond); errors name the layer, the param
+    and both shapes.
+    """
+    has_b = "b" in keys
+
+    def check(params: Any, x: Any) -> tuple[Any, Any, Any, Any]:
+        if not isinstance(params, dict):
+            raise TypeError(f"{name}: params must be a dict with keys {list(keys)}, got {type(params).__name__}")
+        missing = [k for k in keys if k not in params]
+        if missing:
+            raise ValueError(f"{name}: params {missing} missing (have {sorted(params)})")
+        W = params["W"]
+        if len(W.shape) != 2 or W.shape[1] != out_dim:
+            raise ValueError(f"{name}: params['W'] should have shape ({W.shape[0]}, {out_dim}), "
+                             f"got {tuple(W.shape)}")
+        _check_width(name, x, W.shape[0])
+        _check_real(name, x)
+        try:
+            xp = namespace(x, W)
+        except TypeError as err:
+            raise TypeError(f"{name}: {err}") from None
+        b = params["b"] if has_b else None
+        if has_b and tuple(b.shape) != (out_dim,):
+            raise ValueError(f"{name}: params['b'] should have shape ({out_dim},), got {tuple(b.shape)}")
+        return xp, W, b, x
+
+    return check
+
+
+def _check_cotangent(name: str, dy: Any, shape: tuple[int, ...]) -> None:
+    if tuple(getattr(dy, "shape", ())) != shape:
+        raise ValueError(f"{name}: the pullback's dy should have the output's shape {shape}, "
+                         f"got {tuple(getattr(dy, 'shape', ()))}")
+
+
 def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> Layer:
     """``y = x @ W`` (the seed's MatMul node as a layer); params ``{"W"}``."""
     name = f"MatMul({out_dim})"
     _positive_int(name, "out_dim", out_dim)
     w_init = initializers.get(w_init)
+    check = _dense(name, out_dim, ("W",))
 
     def init(key, in_shape, dtype="float32"):
         (in_dim,) = _check_in_shape(name, in_shape, rank=1)
+        _check_init_dtype(name, dtype)
         return (out_dim,), {"W": w_init(key, (in_dim, out_dim), dtype)}
 
     def apply(params, x, *, rng=None):
-        W = params["W"]
-        _check_width(name, x, W.shape[0])
-        return namespace(x).matmul(x, W)
+        xp, W, _, x = check(params, x)
+        return xp.matmul(x, W)
 
     def vjp(params, x, *, rng=None):
-        W = params["W"]
-        _check_width(name, x, W.shape[0])
-        xp = namespace(x)
+        xp, W, _, x = check(params, x)
+        y = xp.matmul(x, W)
+        y_shape = tuple(y.shape)
 
         def pullback(dy, input_grad=True):
+            _check_cotangent(name, dy, y_shape)
             return {"W": xp.matmul(x.T, dy)}, xp.matmul(dy, W.T) if input_grad else None
 
-        return xp.matmul(x, W), pullback
+        return y, pullback
 
     return skips_input_grad(deterministic(Layer(init, apply, vjp)))
 
@@ -142,27 +192,29 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
     name = f"Affine({out_dim})"
     _positive_int(name, "out_dim", out_dim)
     w_init, b_init = initializers.get(w_init), initializers.get(b_init)
+    check = _dense(name, out_dim, ("W", "b"))
 
     def init(key, in_shape, dtype="float32"):
         (in_dim,) = _check_in_shape(name, in_shape, rank=1)
+        _check_init_dtype(name, dtype)
         k_w, k_b = random.split(key)
         return (out_dim,), {"W": w_init(k_w, (in_dim, out_dim), dtype), "b": b_init(k_b, (out_dim,), dtype)}
 
     def apply(params, x, *, rng=None):
-        W = params["W"]
-        _check_width(name, x, W.shape[0])
-        return _affine(namespace(x), x, W, params["b"])
+        xp, W, b, x = check(params, x)
+        return _affine(xp, x, W, b)
 
     def vjp(params, x, *, rng=None):
-        W = params["W"]
-        _check_width(name, x, W.shape[0])
-        xp = namespace(x)
+        xp, W, b, x = check(params, x)
+        y = _affine(xp, x, W, b)
+        y_shape = tuple(y.shape)
 
         def pullback(dy, input_grad=True):
+            _check_cotangent(name, dy, y_shape)
             grads = {"W": xp.matmul(x.T, dy), "b": reduce_sum(xp, dy, axis=0)}
             return grads, xp.matmul(dy, W.T) if input_grad else None
 
-        return _affine(xp, x, W, params["b"]), pullback
+        return y, pullback
 
     return skips_input_grad(deterministic(Layer(init, apply, vjp)))
 
@@ -174,13 +226,20 @@ def elementwise(primitive: ops.Primitive, name: str) -> Layer:
     """A parameter-free layer from a one-argument primitive of :mod:`funcnet.ops`."""
     fn, fn_vjp = primitive
 
+    def check(x):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
+        _check_real(name, x)
+
     def init(key, in_shape, dtype="float32"):
         return _check_in_shape(name, in_shape), ()
 
     def apply(params, x, *, rng=None):
+        check(x)
         return fn(x)
 
     def vjp(params, x, *, rng=None):
+        check(x)
         y, pb = fn_vjp(x)
         return y, lambda dy: ((), pb(dy))
 

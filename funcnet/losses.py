@@ -12,13 +12,14 @@ loop) and never under ``jax.jit``; :func:`validate_targets` runs them once, at `
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from funcnet import ops
-from funcnet.backend import is_floating, is_integer, is_traced, namespace, reduce_max, reduce_sum
+from funcnet.backend import is_complex, is_floating, is_integer, is_traced, namespace, reduce_max, reduce_sum
 
 
 class Loss(NamedTuple):
@@ -39,12 +40,25 @@ def _batch_size(name: str, logits: Any) -> int:
     return shape[0]
 
 
+def _check_targets_array(name: str, targets: Any) -> None:
+    if not hasattr(targets, "shape") or not hasattr(targets, "dtype"):
+        raise TypeError(f"{name}: targets must be an array, got {type(targets).__name__}")
+    if is_complex(targets.dtype):
+        raise TypeError(f"{name}: targets must be real numbers, got dtype {targets.dtype}")
+
+
+def _scale(dloss: Any, n: float) -> Any:
+    """``dloss / n``; a NumPy float64 scalar becomes a Python float, so float32 stays float32."""
+    return float(dloss) / n if isinstance(dloss, numbers.Real) else dloss / n
+
+
 def _class_targets(name: str, logits: Any, targets: Any) -> bool:
     """Check shapes for ``(N, C)`` logits; True when targets are integer labels, False for one-hot."""
     n = _batch_size(name, logits)
     if logits.ndim != 2:
         raise ValueError(f"{name}: logits must have shape (N, C), got {tuple(logits.shape)}")
-    shape = tuple(getattr(targets, "shape", ()))
+    _check_targets_array(name, targets)
+    shape = tuple(targets.shape)
     if shape == (n,):
         if not is_integer(targets.dtype):
             raise TypeError(
@@ -117,7 +131,7 @@ def _sce_vjp(logits: Any, targets: Any):
     loss = reduce_sum(xp, t * (xp.log(s) - z)) / n
 
     def pullback(dloss: Any = 1.0) -> Any:
-        return (e / s - t) * (dloss / n)
+        return (e / s - t) * _scale(dloss, n)
 
     return loss, pullback
 
@@ -158,7 +172,7 @@ def _book_value(logits: Any, targets: Any) -> Any:
 
 def _book_vjp(logits: Any, targets: Any):
     _, n, y, onehot, loss, _, _ = _book_parts(logits, targets)
-    return loss, lambda dloss=1.0: (y - onehot) * (dloss / n)
+    return loss, lambda dloss=1.0: (y - onehot) * _scale(dloss, n)
 
 
 book_softmax_cross_entropy = Loss(_book_value, _book_vjp)
@@ -176,6 +190,7 @@ _BCE = "sigmoid_binary_cross_entropy"
 
 def _same_shape(name: str, logits: Any, targets: Any) -> None:
     _batch_size(name, logits)
+    _check_targets_array(name, targets)
     if tuple(getattr(targets, "shape", ())) != tuple(logits.shape):
         raise ValueError(
             f"{name}: targets must have the shape of the predictions {tuple(logits.shape)}, "
@@ -205,7 +220,7 @@ def _bce_vjp(logits: Any, targets: Any):
     size = float(np.prod(logits.shape))
 
     def pullback(dloss: Any = 1.0) -> Any:
-        return (ops.sigmoid.apply(logits) - t) * (dloss / size)
+        return (ops.sigmoid.apply(logits) - t) * _scale(dloss, size)
 
     return _bce_loss(xp, logits, t), pullback
 
@@ -228,7 +243,7 @@ def _mse_vjp(y: Any, targets: Any):
     xp = namespace(y, targets)
     d = y - _targets_as(xp, targets, y.dtype)
     size = float(np.prod(y.shape))
-    return xp.mean(d * d), lambda dloss=1.0: d * (2.0 * dloss / size)
+    return xp.mean(d * d), lambda dloss=1.0: d * (2.0 * _scale(dloss, size))
 
 
 mean_squared_error = Loss(_mse_value, _mse_vjp)

@@ -149,6 +149,10 @@ def _state_type_error(name: str, expected: type, state: Any) -> TypeError:
 
 def _leaf_error(name: str, params: Tree, p_leaves: list[Any], g_leaves: list[Any]) -> Exception:
     for path, p, g in zip(tree.paths(params), p_leaves, g_leaves, strict=True):
+        try:
+            namespace(p, g)
+        except TypeError as err:
+            return TypeError(f"{name}.update: grads leaf {path!r}: {err}")
         if p.shape != g.shape:
             return ValueError(f"{name}.update: grads leaf {path!r} has shape {tuple(g.shape)}, "
                               f"expected the param's shape {tuple(p.shape)}")

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import random, tree
-from funcnet.backend import is_floating, name_of, namespace, put, to_numpy
+from funcnet.backend import is_complex, is_floating, name_of, namespace, put, to_numpy
 from funcnet.layers import Layer, can_skip_input_grad, uses_rng
 from funcnet.losses import Loss, softmax_cross_entropy, validate_targets
 
@@ -37,7 +37,7 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; ``state`` is the last state whose loss was finite."""
+    """The loss became NaN or infinite; ``state`` is the last finite state (see :func:`fit`)."""
 
     def __init__(self, message: str, state: TrainState, history: dict[str, Any]):
         super().__init__(message)
@@ -72,11 +72,11 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[Train
     backward_kwargs = {"input_grad": False} if can_skip_input_grad(model) else {}
 
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise TypeError(f"step: batch must be a pair (x, t), got {type(batch).__name__}")
         x, t = batch
         params = state.params
-        dtype = tree.any_leaf(params).dtype
-        if x.dtype != dtype:
-            x = namespace(x).astype(x, dtype)
+        x = _as_params_dtype("step", x, tree.any_leaf(params))
         rng = step_key(state) if stochastic else None
         logits, pullback = model_vjp(params, x, rng=rng)
         value, loss_pullback = loss_vjp(logits, t)
@@ -88,6 +88,25 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> Callable[[Train
 
     step.model, step.loss, step.optimizer = model, loss, optimizer
     return step
+
+
+def _as_params_dtype(where: str, x: Any, leaf: Any) -> Any:
+    """``x`` cast to ``leaf``'s dtype; the checks run only when a cast is needed (free otherwise)."""
+    if not hasattr(x, "dtype"):
+        raise TypeError(f"{where}: x must be an array, got {type(x).__name__}")
+    try:
+        same = x.dtype == leaf.dtype
+    except Exception:  # NumPy's dtype cannot even be compared with array_api_strict's
+        same = False
+    if same:
+        return x
+    try:
+        xp = namespace(x, leaf)
+    except TypeError as err:
+        raise TypeError(f"{where}: {err}") from None
+    if is_complex(x.dtype):
+        raise TypeError(f"{where}: x must be real numbers, got dtype {x.dtype}")
+    return xp.astype(x, leaf.dtype)
 
 
 # --- fit ------------------------------------------------------------------------------------
@@ -114,6 +133,8 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
             raise TypeError(f"fit: x must be real numbers, got dtype {x.dtype}")
     elif not bool(xp.all(xp.isfinite(x))):
         raise ValueError("fit: x contains NaN or infinite values")
+    if is_floating(t.dtype) and not bool(xp.all(xp.isfinite(t))):
+        raise ValueError("fit: t contains NaN or infinite values")
     if model is not None and loss is not None and params is not None:
         out = model.apply(params, xp.astype(x[0:1, ...], tree.leaves(params)[0].dtype))
         validate_targets(loss, t, tuple(out.shape[1:]))
@@ -162,9 +183,16 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         raise ValueError(f"fit: epochs_per_call must be a positive int or None, got {epochs_per_call!r}")
     if eval_interval is not None and (not isinstance(eval_interval, int) or eval_interval < 1):
         raise ValueError(f"fit: eval_interval must be a positive int or None, got {eval_interval!r}")
+    if not isinstance(state, TrainState):
+        raise TypeError(f"fit: state must be a TrainState (see init_state), got {type(state).__name__}")
+    for label, a in (("x", x), ("t", t)):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"fit: {label} must be an array, got {type(a).__name__}")
+    if len(x.shape) == 0 or x.shape[0] == 0:
+        raise ValueError(f"fit: x is empty (shape {tuple(x.shape)})")
     x, t = _on_params_backend(state.params, x, t)
-    n = x.shape[0] if getattr(x, "ndim", 0) else 0
-    batch_size = _check_batch_size(batch_size, max(n, 1))
+    n = x.shape[0]
+    batch_size = _check_batch_size(batch_size, n)
     xp = namespace(x, t)
     if validate:
         # on jax, eager checks would compile a kernel each: check host copies instead
@@ -346,16 +374,23 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
 
     ``x`` is moved to the params' backend and cast to their dtype first.
     """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"predict: x must be an array, got {type(x).__name__}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer)):
+        raise TypeError(f"predict: batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"predict: batch_size must be a positive int or None, got {batch_size}")
+    if is_complex(x.dtype):
+        raise TypeError(f"predict: x must be real numbers, got dtype {x.dtype}")
     leaves = tree.leaves(params)
     if leaves and namespace(leaves[0]) is not namespace(x):
         host = to_numpy(x)
         if host.dtype.kind == "f":  # cast on the host: float64 may not exist on the target
             host = host.astype(to_numpy(leaves[0]).dtype)
         x = put(host, namespace(leaves[0]))
+    if leaves:
+        x = _as_params_dtype("predict", x, leaves[0])
     xp = namespace(x)
-    dtype = leaves[0].dtype if leaves else x.dtype
-    if x.dtype != dtype:
-        x = xp.astype(x, dtype)
     n = x.shape[0]
     if batch_size is None or batch_size >= n:
         return model.apply(params, x)

@@ -307,8 +307,6 @@ def test_a_diverging_learning_rate_stops_with_a_state_to_resume_from(data, make_
     assert int(resumed.step) == (int(last.step) // 10 + 1) * 10
 
 
-@pytest.mark.xfail(strict=True, reason="train.validate_data checks x for NaN/inf but not float targets: a NaN "
-                                       "target is found only when its batch's loss turns NaN")
 def test_nan_in_float_targets_is_refused_at_fits_start(data):
     x, t = data
     targets = t.astype(np.float32)
