@@ -115,12 +115,15 @@ def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any
     has_b = "b" in keys
 
     def check(params: Any, x: Any) -> tuple[Any, Any, Any, Any]:
-        if not isinstance(params, dict):
-            raise TypeError(f"{name}: params must be a dict with keys {list(keys)}, got {type(params).__name__}")
-        missing = [k for k in keys if k not in params]
-        if missing:
-            raise ValueError(f"{name}: params {missing} missing (have {sorted(params)})")
-        W = params["W"]
+        try:
+            W = params["W"]
+            b = params["b"] if has_b else None
+        except (TypeError, KeyError, IndexError):
+            if not isinstance(params, dict):
+                raise TypeError(f"{name}: params must be a dict with keys {list(keys)}, "
+                                f"got {type(params).__name__}") from None
+            missing = [k for k in keys if k not in params]
+            raise ValueError(f"{name}: params {missing} missing (have {sorted(params)})") from None
         if len(W.shape) != 2 or W.shape[1] != out_dim:
             raise ValueError(f"{name}: params['W'] should have shape ({W.shape[0]}, {out_dim}), "
                              f"got {tuple(W.shape)}")
@@ -130,7 +133,6 @@ def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any
             xp = namespace(x, W)
         except TypeError as err:
             raise TypeError(f"{name}: {err}") from None
-        b = params["b"] if has_b else None
         if has_b and tuple(b.shape) != (out_dim,):
             raise ValueError(f"{name}: params['b'] should have shape ({out_dim},), got {tuple(b.shape)}")
         return xp, W, b, x

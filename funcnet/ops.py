@@ -242,19 +242,15 @@ log = Primitive(_log, _log_vjp)
 """``y = log(x)``; ``dx = dy / x``."""
 
 
-_EXP_CUTOFF: dict[tuple[Any, Any], float] = {}
+# (module, dtype) -> c, with exp(-c) the smallest normal number (a few ulp inside). Keyed by
+# the module first, so array_api_strict dtypes are never compared with NumPy's; str(dtype)
+# would cost microseconds on the hot path.
+_CLIP: dict[tuple[Any, Any], float] = {}
 
 
-def _exp_cutoff(xp: Any, dtype: Any) -> float:
-    """The largest ``a`` (a few ulp inside) for which ``exp(-a)`` is still a normal number."""
-    # keyed by (module, dtype): str(dtype) costs microseconds, and the module first keeps
-    # array_api_strict dtypes from being compared with NumPy's
-    cutoff = _EXP_CUTOFF.get((xp, dtype))
-    if cutoff is None:
-        info = xp.finfo(dtype)
-        cutoff = -math.log(float(info.smallest_normal)) * (1.0 - 8.0 * float(info.eps))
-        _EXP_CUTOFF[(xp, dtype)] = cutoff
-    return cutoff
+def _clip_bound(xp: Any, dtype: Any) -> float:
+    info = xp.finfo(dtype)
+    return -math.log(float(info.smallest_normal)) * (1.0 - 8.0 * float(info.eps))
 
 
 def _sigmoid(x: Any) -> Any:
@@ -265,9 +261,11 @@ def _sigmoid(x: Any) -> Any:
     # smallest normal number, or 1 to within rounding. No warning under any errstate, NaN
     # stays NaN, and it costs 6 array operations.
     xp = namespace(x)
-    if not is_floating(x.dtype):
-        return 1.0 / (1.0 + xp.exp(-x))
-    c = _exp_cutoff(xp, x.dtype)
+    c = _CLIP.get((xp, x.dtype))  # one look-up on the hot path; a miss works it out
+    if c is None:
+        if not is_floating(x.dtype):
+            return 1.0 / (1.0 + xp.exp(-x))
+        c = _CLIP[(xp, x.dtype)] = _clip_bound(xp, x.dtype)
     if xp is np and x.size >= IN_PLACE_MIN_SIZE:
         # the same operations, written into the one fresh buffer: callers cannot see it, and
         # on large activations it saves five allocations (page faults included)

@@ -237,6 +237,9 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
             return params, state_cls(next_count, *state[1:])
         first = p_leaves[0]
         h = hyper(t, _namespace(p_leaves), first.dtype)
+        if not n_slots:  # sgd: no state trees to regroup
+            new_params = [step(h, p, g)[0] for p, g in zip(p_leaves, g_leaves, strict=True)]
+            return tree.unflatten(spec, new_params), state_cls(next_count)
         new = [step(h, *leaves) for leaves in zip(p_leaves, g_leaves, *slot_leaves, strict=True)]
         columns = [tree.unflatten(spec, list(column)) for column in zip(*new, strict=True)]
         return columns[0], state_cls(next_count, *columns[1:])
