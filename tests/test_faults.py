@@ -224,6 +224,7 @@ def _dropout_net():
     return layers.serial(layers.Affine(16), layers.ReLU(), layers.Dropout(0.2), layers.Affine(3))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, on purpose
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_resuming_from_the_carried_state_on_repaired_data_equals_a_clean_run(data, bad):
     x, t = data
