@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ if __package__ in (None, ""):  # run as ``python benchmarks/gpu_check.py``: find
 
 import numpy as np
 
+from benchmarks.machine import cpu_model
 from funcnet import backend, checkpoint, layers, losses, optim, random, schedules, train, tree
 from funcnet.datasets import spiral
 from funcnet.models import TwoLayerNet
@@ -564,17 +564,6 @@ def time_mlp(name: str, activation: str, quick: bool) -> tuple[list[Timing], str
 
 
 # --- the device, and running it all -----------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe_device(name: str) -> str:

@@ -106,11 +106,7 @@ def draw_product(A: np.ndarray, B: np.ndarray, C: np.ndarray, path, show: bool) 
         ax.set_xlabel("column")
         ax.set_ylabel("row")
     fig.suptitle("matrix product: C[0, 0] = 1*5 + 2*7 = 19")
-    fig.savefig(path, dpi=80)
-    if show:
-        plt.show()
-    plt.close(fig)
-    _common.saved(path)
+    _common.save_figure(fig, path, show)
 
 
 def main(argv: list[str] | None = None) -> None:

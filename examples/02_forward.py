@@ -74,11 +74,7 @@ def draw_activations(path, show: bool) -> None:
         ax.set_xlabel("x")
         ax.set_ylabel("h(x)")
         ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=80)
-    if show:
-        plt.show()
-    plt.close(fig)
-    _common.saved(path)
+    _common.save_figure(fig, path, show)
 
 
 def main(argv: list[str] | None = None) -> None:

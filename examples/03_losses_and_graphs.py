@@ -164,11 +164,7 @@ def draw(errors: dict[str, float], path, show: bool) -> None:
     right.set_xlabel("relative error of the vjp vs central differences")
     right.set_title("gradient checks (float64)")
     right.legend(loc="lower right")
-    fig.savefig(path, dpi=80)
-    if show:
-        plt.show()
-    plt.close(fig)
-    _common.saved(path)
+    _common.save_figure(fig, path, show)
 
 
 def main(argv: list[str] | None = None) -> None:

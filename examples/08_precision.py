@@ -124,11 +124,7 @@ def draw(runs: dict, wide: dict, stored: dict, path: Path, show: bool) -> None:
     right.set_title(f"wide net {WIDE['batch']}x{WIDE['in']} -> {WIDE['hidden']} -> {WIDE['classes']}")
     right.legend(loc="upper right", fontsize="small")
     right.set_ylim(0, 1.35)
-    fig.savefig(path, dpi=80)
-    if show:
-        plt.show()
-    plt.close(fig)
-    _common.saved(path)
+    _common.save_figure(fig, path, show)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "out"
@@ -70,6 +71,17 @@ def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse
 
         matplotlib.use("Agg", force=True)
     return args
+
+
+def save_figure(fig: Any, path: Path, show: bool) -> Path:
+    """Write ``fig`` as a PNG, show it when asked, close it and announce the file."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=80)
+    if show:
+        plt.show()
+    plt.close(fig)
+    return saved(path)
 
 
 def saved(path: Path) -> Path:

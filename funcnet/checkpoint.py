@@ -112,7 +112,7 @@ def save(
     text += b" " * (-len(text) % 8)
     if len(text) > _MAX_HEADER:
         raise ValueError(f"the checkpoint header would be {len(text)} bytes; safetensors reads {_MAX_HEADER}")
-    _write_atomic(os.fspath(path), [len(text).to_bytes(8, "little"), text, *chunks])
+    write_atomic(os.fspath(path), [len(text).to_bytes(8, "little"), text, *chunks])
 
 
 def _storage_dtype(dtype: Any) -> np.dtype | None:
@@ -192,7 +192,7 @@ def _digest(header: dict[str, Any], chunks: list[Any]) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: str, chunks: list[Any]) -> None:
+def write_atomic(path: str, chunks: list[Any]) -> None:
     """Write to a temporary file beside ``path``, then rename it over ``path``: never a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     # said up front: the errors of mkstemp and os.replace would name the temporary file instead

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import optim, random, train
-from funcnet.checkpoint import _write_atomic
+from funcnet.checkpoint import write_atomic
 from funcnet.datasets import spiral
 from funcnet.losses import softmax_cross_entropy
 from funcnet.models import TwoLayerNet
@@ -265,7 +265,7 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
     else:
         completed = _pooled(executor, fn, todo)
 
-    bar = _progress_bar(progress, len(runs), skipped)
+    bar = train.progress_bar(progress, len(runs), skipped, unit="run", desc="sweep")
     failures = 0
     try:
         with contextlib.closing(completed):
@@ -274,7 +274,7 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
                           "seed": run.seed, **record}
                 records[run.index] = record
                 if out is not None:
-                    _write_atomic(str(out / f"{run.id}.json"), [json.dumps(record).encode() + b"\n"])
+                    write_atomic(str(out / f"{run.id}.json"), [json.dumps(record).encode() + b"\n"])
                 failures += record["status"] != "ok"
                 if bar is not None:
                     bar.update(1)
@@ -287,18 +287,6 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
         if bar is not None:
             bar.close()
     return _results(runs, records, skipped)
-
-
-def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, unit="run", desc="sweep", mininterval=0.5)
 
 
 def _results(runs: list[_Run], records: dict[int, dict[str, Any]], skipped: int) -> Results:
@@ -397,7 +385,7 @@ class Results:
         writer.writeheader()
         for row in self.rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})
-        _write_atomic(os.fspath(path), [buffer.getvalue().encode()])
+        write_atomic(os.fspath(path), [buffer.getvalue().encode()])
 
     def to_pandas(self) -> Any:
         """The table as a pandas DataFrame (``history`` a column of lists)."""
@@ -437,9 +425,9 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
     """One line a configuration: the mean loss history over its successful seeds, with its spread."""
     if band not in ("minmax", "std"):
         raise ValueError(f"plot: band must be 'minmax' or 'std', got {band!r}")
-    from funcnet.plot import _finish, _pyplot
+    from funcnet.plot import finish, pyplot
 
-    plt = _pyplot(show)
+    plt = pyplot(show)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     keys = results.config_keys
     # a key with one value in the whole sweep says nothing in a legend: it goes to the title
@@ -475,7 +463,7 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
     if ax.lines:
         ax.legend(fontsize="small", loc="upper right", ncol=2 if len(ax.lines) > 6 else 1)
     ax.grid(alpha=0.3)
-    return _finish(plt, fig, None if path is None else Path(path), show)
+    return finish(plt, fig, None if path is None else Path(path), show)
 
 
 # ------------------------------------------------------------------------------ the spiral

@@ -15,7 +15,8 @@ import numpy as np
 MARKERS = ("o", "x", "^")
 
 
-def _pyplot(show: bool) -> Any:
+def pyplot(show: bool) -> Any:
+    """matplotlib.pyplot, on the headless Agg backend unless a window is asked for."""
     import matplotlib
 
     if not show:
@@ -25,7 +26,8 @@ def _pyplot(show: bool) -> Any:
     return plt
 
 
-def _finish(plt: Any, fig: Any, path: str | Path | None, show: bool) -> Any:
+def finish(plt: Any, fig: Any, path: str | Path | None, show: bool) -> Any:
+    """Lay out ``fig``, save it to ``path`` (folders made), show or close it; returns it."""
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +42,7 @@ def _finish(plt: Any, fig: Any, path: str | Path | None, show: bool) -> Any:
 def loss_curve(losses: Sequence[float], *, eval_interval: int = 1, ylim: tuple[float, float] | None = None,
                path: str | Path | None = None, show: bool = False, title: str = "training loss") -> Any:
     """The recorded losses against the iteration count (the book's ``trainer.plot``)."""
-    plt = _pyplot(show)
+    plt = pyplot(show)
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = np.arange(1, len(losses) + 1) * eval_interval
     ax.plot(steps, losses, label="train")
@@ -51,7 +53,7 @@ def loss_curve(losses: Sequence[float], *, eval_interval: int = 1, ylim: tuple[f
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.legend()
-    return _finish(plt, fig, path, show)
+    return finish(plt, fig, path, show)
 
 
 def _labels(t: Any) -> np.ndarray:
@@ -62,7 +64,7 @@ def _labels(t: Any) -> np.ndarray:
 def scatter(x: Any, t: Any, *, path: str | Path | None = None, show: bool = False, ax: Any = None,
             title: str = "spiral data set") -> Any:
     """The points of each class with the book's markers o, x, ^."""
-    plt = _pyplot(show or ax is not None)
+    plt = pyplot(show or ax is not None)
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -75,7 +77,7 @@ def scatter(x: Any, t: Any, *, path: str | Path | None = None, show: bool = Fals
     ax.set_ylabel("$x_2$")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize="small")
-    return fig if fig is None else _finish(plt, fig, path, show)
+    return fig if fig is None else finish(plt, fig, path, show)
 
 
 def decision_boundary(predict: Any, x: Any, t: Any, *, resolution: int = 300, path: str | Path | None = None,
@@ -86,7 +88,7 @@ def decision_boundary(predict: Any, x: Any, t: Any, *, resolution: int = 300, pa
     """
     from funcnet.backend import to_numpy
 
-    plt = _pyplot(show)
+    plt = pyplot(show)
     x = np.asarray(x)
     pad = 0.1
     x_min, x_max = x[:, 0].min() - pad, x[:, 0].max() + pad
@@ -105,4 +107,4 @@ def decision_boundary(predict: Any, x: Any, t: Any, *, resolution: int = 300, pa
     scatter(x, t, ax=ax, title=title)
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(y_min, y_max)
-    return _finish(plt, fig, path, show)
+    return finish(plt, fig, path, show)

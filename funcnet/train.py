@@ -140,7 +140,8 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
         validate_targets(loss, t, tuple(out.shape[1:]))
 
 
-def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
+def progress_bar(enabled: bool | None, total: int, initial: int = 0, **kwargs: Any) -> Any:
+    """A tqdm bar, or None when ``enabled`` is False, tqdm is missing, or (``None``) stderr is no terminal."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -149,8 +150,8 @@ def _progress_bar(enabled: bool | None, total: int, initial: int) -> Any:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    # mininterval: a log file (not a terminal) gets a few lines, not one per epoch
-    return tqdm(total=total, initial=initial, unit="epoch", leave=True, mininterval=0.5)
+    # mininterval: a log file (not a terminal) gets a few lines, not one per update
+    return tqdm(total=total, initial=initial, leave=True, mininterval=0.5, **kwargs)
 
 
 def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
@@ -208,7 +209,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     last_epoch = first_epoch + epochs
     host_key = to_numpy(state.key)
     history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "interrupted": False}
-    bar = _progress_bar(progress, last_epoch, first_epoch)
+    bar = progress_bar(progress, last_epoch, first_epoch, unit="epoch")
     started = time.perf_counter()
     total, count = 0.0, 0
     # the latest state reached by steps whose losses were all seen to be finite. Only this one
