@@ -485,5 +485,7 @@ def spiral_experiment(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
     state = train.init_state(model, optimizer, random.key(seed), (2,))
     state, history = train.fit(step, state, x, t, epochs=c["epochs"], batch_size=c["batch_size"],
                                eval_interval=c["eval_interval"], progress=False)
+    if history["interrupted"]:  # fit hands Ctrl-C back as a flag: a cut-short run is no result
+        raise KeyboardInterrupt
     result = train.evaluate(model, state.params, x, t)
     return {"loss": result["loss"], "accuracy": result["accuracy"], "history": history["loss"]}

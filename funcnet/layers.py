@@ -9,7 +9,9 @@ The contract, stated once::
 
 ``rng=None`` means deterministic (evaluation); a key means training randomness (Dropout).
 Params are dicts of named arrays (``{"W", "b"}``), tuples for :func:`serial`, ``()`` when a
-layer has none. Nothing is ever written to: outputs and gradients are fresh arrays.
+layer has none. Nothing a caller passed in or got back is ever written to, and a layer's
+outputs and gradients never share memory with its inputs, params or ``dy`` (primitives in
+:mod:`funcnet.ops` may hand back a cotangent they were given: sharing is safe when nothing writes).
 """
 
 from __future__ import annotations
@@ -295,22 +297,15 @@ def Dropout(rate: float) -> Layer:
     def apply(params, x, *, rng=None):
         if rng is None or rate == 0.0:
             return _fresh(x)
-        return x * xp_astype(_scale(x, rng), x)
+        return x * _scale(x, rng)
 
     def vjp(params, x, *, rng=None):
         if rng is None or rate == 0.0:
             return _fresh(x), lambda dy: ((), _fresh(dy))
-        scale = xp_astype(_scale(x, rng), x)
+        scale = _scale(x, rng)
         return x * scale, lambda dy: ((), dy * scale)
 
     return Layer(init, apply, vjp)
-
-
-def xp_astype(a: Any, like: Any) -> Any:
-    """``a`` cast to the dtype of ``like`` (no copy when it already has it)."""
-    if a.dtype == like.dtype:
-        return a
-    return namespace(a).astype(a, like.dtype)
 
 
 def Flatten() -> Layer:
@@ -333,6 +328,15 @@ def Flatten() -> Layer:
 
 
 # --- combinators ----------------------------------------------------------------------------
+
+
+def _at_position(i: int, err: Exception) -> Exception:
+    """``err`` with the serial position in front of its message (ValueError/TypeError only: other
+    exception types may not take a message alone, so they get a note instead)."""
+    if type(err) in (ValueError, TypeError):
+        return type(err)(f"serial layer {i}: {err}")
+    err.add_note(f"in serial layer {i}")
+    return err
 
 
 def serial(*layers: Layer) -> Layer:
@@ -362,7 +366,7 @@ def serial(*layers: Layer) -> Layer:
             try:
                 shape, p = layer_init(keys[i], shape, dtype)
             except (ValueError, TypeError) as err:
-                raise type(err)(f"serial layer {i}: {err}") from err
+                raise _at_position(i, err) from err
             params.append(p)
         return shape, tuple(params)
 
@@ -383,7 +387,7 @@ def serial(*layers: Layer) -> Layer:
             for i in range(n):
                 x = applies[i](params[i], x, rng=rngs[i])
         except (ValueError, TypeError) as err:
-            raise type(err)(f"serial layer {i}: {err}") from err
+            raise _at_position(i, err) from err
         return x
 
     def vjp(params, x, *, rng=None):
@@ -395,16 +399,21 @@ def serial(*layers: Layer) -> Layer:
             for i in range(n):
                 x, pullbacks[i] = vjps[i](params[i], x, rng=rngs[i])
         except (ValueError, TypeError) as err:
-            raise type(err)(f"serial layer {i}: {err}") from err
+            raise _at_position(i, err) from err
 
         def pullback(dy, input_grad=True):
             dparams = [None] * n
-            for i in range(n - 1, 0, -1):
-                dparams[i], dy = pullbacks[i](dy)
-            if input_grad or not first_skips:
-                dparams[0], dy = pullbacks[0](dy)
-            else:
-                dparams[0], dy = pullbacks[0](dy, input_grad=False)
+            i = n - 1
+            try:
+                for i in range(n - 1, 0, -1):
+                    dparams[i], dy = pullbacks[i](dy)
+                i = 0
+                if input_grad or not first_skips:
+                    dparams[0], dy = pullbacks[0](dy)
+                else:
+                    dparams[0], dy = pullbacks[0](dy, input_grad=False)
+            except (ValueError, TypeError) as err:
+                raise _at_position(i, err) from err
             return tuple(dparams), dy
 
         return x, pullback

@@ -90,6 +90,16 @@ def _check_label_range(name: str, targets: Any, num_classes: int) -> None:
         )
 
 
+def _check_rows_sum_to_one(name: str, xp: Any, t: Any) -> None:
+    # vjp's gradient softmax - t assumes distributions: checked where values are read anyway
+    if is_traced(t):
+        return
+    worst = float(xp.max(xp.abs(reduce_sum(xp, t, axis=1) - 1.0)))
+    if not worst <= 1e-3:
+        raise ValueError(f"{name}: each row of one-hot or probability targets must sum to 1; "
+                         f"a row is off by {worst:.3g}")
+
+
 def _one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
     # a comparison-built one-hot: no eye[t] fancy indexing, so every backend runs it
     return xp.astype(labels[:, None] == xp.arange(num_classes), dtype)
@@ -111,9 +121,11 @@ def _sce_value(logits: Any, targets: Any) -> Any:
     logp = ops.log_softmax.apply(logits)
     if is_labels:
         _check_label_range(_SCE, targets, logits.shape[1])
-        picked = xp.take_along_axis(logp, xp.astype(targets[:, None], xp.int64), axis=1)
+        picked = xp.take_along_axis(logp, targets[:, None], axis=1)  # any integer dtype indexes
     else:
-        picked = _targets_as(xp, targets, logp.dtype) * logp
+        t = _targets_as(xp, targets, logp.dtype)
+        _check_rows_sum_to_one(_SCE, xp, t)
+        picked = t * logp
     return -xp.sum(picked) / n
 
 
@@ -251,10 +263,11 @@ mean_squared_error = Loss(_mse_value, _mse_vjp)
 
 
 def validate_targets(loss: Loss, targets: Any, out_shape: tuple[int, ...]) -> None:
-    """Run ``loss``'s value checks (label range, shapes) once for a whole target array.
+    """Run ``loss``'s value checks (label range, rows of distributions, shapes) once for a whole
+    target array.
 
-    ``out_shape`` is the model's per-example output shape. The loss is evaluated on zero
-    logits, so this costs one pass over the targets and nothing else.
+    ``out_shape`` is the model's per-example output shape. The loss is evaluated on zero logits:
+    one forward pass of the loss over an ``(N, *out_shape)`` array, once per ``fit``.
     """
     xp = namespace(targets)
     n = targets.shape[0] if getattr(targets, "ndim", 0) else 0

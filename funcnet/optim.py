@@ -189,8 +189,8 @@ def _optimizer(name: str, state_cls: type, hyper: Callable[[Any, Any, Any], Any]
     ``step`` maps one leaf of params, grads and each state tree to the new param and slots.
     On NumPy the count is read as a Python int and the scalars are Python floats (cheap and
     exact); elsewhere (cupy, jax, traced) the count stays on its device and the scalars are
-    0-d arrays of the params' dtype. A schedule's value is read once a step to check its sign,
-    except when traced.
+    0-d arrays of the params' dtype. A schedule's value is checked for its sign where it is a
+    host number; a traced or device value is never read (that would be a sync every step).
     """
     fields = state_cls._fields[1:]
     n_slots = len(fields)

@@ -135,9 +135,6 @@ def _generator(key: Key) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=_as_int(key)))
 
 
-_HOST_DRAW_DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
 def _move(host: np.ndarray, xp: ModuleType | None) -> Any:
     return host if xp is None or xp is np else xp.asarray(host)
 

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import random, tree
+from funcnet.backend import get as get_backend
 from funcnet.backend import is_complex, is_floating, name_of, namespace, put, to_numpy
 from funcnet.layers import Layer, can_skip_input_grad, uses_rng
 from funcnet.losses import Loss, softmax_cross_entropy, validate_targets
@@ -52,6 +53,8 @@ def init_state(model: Layer, optimizer: Any, key: Any, in_shape: tuple[int, ...]
     _, params = model.init(k_params, tuple(in_shape), dtype)
     if backend is not None:
         params = put(params, backend)
+        if name_of(get_backend(backend)) == "jax":
+            k_train = put(k_train, backend)  # jax keys draw with jax.random, eagerly or traced
     return TrainState(params, optimizer.init(params), k_train, 0)
 
 
@@ -170,8 +173,8 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     updates instead, reading every loss). Ctrl-C returns the last complete state
     with ``history["interrupted"] = True``. Nothing passed in is modified.
 
-    On the jax backend (``compile_epoch=None`` picks it there, unless a ``callback`` needs every
-    step) whole epochs run as one ``jax.jit``-compiled ``lax.scan`` of ``step``, shuffling
+    On the jax backend (``compile_epoch=None`` picks it there, unless a ``callback`` or
+    ``on_nonfinite="skip"`` needs every step) whole epochs run as one ``jax.jit``-compiled ``lax.scan`` of ``step``, shuffling
     included: ``epochs_per_call`` of them a call (all remaining ones, or one when a progress bar
     is shown). Non-finite losses are then found once a call, and the error carries the state at
     that call's start.
@@ -191,7 +194,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             raise TypeError(f"fit: {label} must be an array, got {type(a).__name__}")
     if len(x.shape) == 0 or x.shape[0] == 0:
         raise ValueError(f"fit: x is empty (shape {tuple(x.shape)})")
-    x, t = _on_params_backend(state.params, x, t)
+    x, t = to_params_backend(state.params, x, t)
     n = x.shape[0]
     batch_size = _check_batch_size(batch_size, n)
     xp = namespace(x, t)
@@ -201,6 +204,9 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         validate_data(*(to_numpy((x, t)) if host else (x, t)), model=getattr(step, "model", None),
                       loss=getattr(step, "loss", None),
                       params=to_numpy(state.params) if host else state.params)
+    leaf = tree.any_leaf(state.params)
+    if leaf is not None:  # cast once here (the spiral is float64) rather than in every step
+        x = _as_params_dtype("fit", x, leaf)
 
     on_host = name_of(xp) in ("numpy", "array_api_strict")  # loss readable without a device sync
     iters = n // batch_size
@@ -277,9 +283,12 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         last_good = state
 
     runner = None
-    if _use_scan(compile_epoch, xp) and callback is None and epochs:
+    if xp is not np and name_of(xp) == "jax":
+        # one state type on every jax path: a jax key draws Dropout masks with jax.random
+        # whether the epochs are compiled or not, so the paths (and resumes) agree
+        state = last_good = _as_jax_state(state)
+    if _use_scan(compile_epoch, xp) and callback is None and on_nonfinite == "raise" and epochs:
         runner = _compiled_epochs(step, iters, batch_size)
-        state = last_good = _as_jax_state(state)  # a scan's carry has fixed types: convert once
     try:
         epoch = first_epoch
         while epoch < last_epoch:
@@ -303,18 +312,28 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     return state, history
 
 
-def _on_params_backend(params: Any, x: Any, t: Any) -> tuple[Any, Any]:
-    """``(x, t)`` moved, once, to the params' backend when they are elsewhere (host data, device params)."""
-    leaves = tree.leaves(params)
-    if not leaves:
-        return x, t
-    target = namespace(leaves[0])
-    if namespace(x) is target and namespace(t) is target:
-        return x, t
-    host_x, host_t = to_numpy(x), to_numpy(t)
-    if host_x.dtype.kind == "f":  # cast on the host: float64 may not exist on the target
-        host_x = host_x.astype(to_numpy(leaves[0]).dtype)
-    return put(host_x, target), put(host_t, target)
+def _host_dtype(leaf: Any) -> np.dtype:
+    """``leaf``'s dtype as NumPy's, without copying the leaf off its device."""
+    try:
+        return np.dtype(leaf.dtype)
+    except TypeError:  # array_api_strict's own dtype objects print as array_api_strict.float32
+        return np.dtype(str(leaf.dtype).rsplit(".", 1)[-1])
+
+
+def to_params_backend(params: Any, *arrays: Any) -> tuple[Any, ...]:
+    """``arrays`` moved, once, to the params' backend where they are elsewhere (host data,
+    device params); floating ones are cast on the host first (float64 may not exist there)."""
+    leaf = tree.any_leaf(params)
+    if leaf is None:
+        return arrays
+    target = namespace(leaf)
+    moved = []
+    for a in arrays:
+        if namespace(a) is not target:
+            host = to_numpy(a)
+            a = put(host.astype(_host_dtype(leaf)) if host.dtype.kind == "f" else host, target)
+        moved.append(a)
+    return tuple(moved)
 
 
 def _use_scan(compile_epoch: bool | None, xp: Any) -> bool:
@@ -326,6 +345,7 @@ def _use_scan(compile_epoch: bool | None, xp: Any) -> bool:
 
 
 _EPOCH_RUNNERS: dict[tuple[int, int, int], Any] = {}
+_MAX_RUNNERS = 8
 
 
 def _as_jax_state(state: TrainState) -> TrainState:
@@ -364,6 +384,8 @@ def _compiled_epochs(step: Callable, iters: int, batch_size: int) -> Callable:
         return state, losses
 
     _EPOCH_RUNNERS[cache_key] = (step, runner)  # keep step alive so its id is not reused
+    while len(_EPOCH_RUNNERS) > _MAX_RUNNERS:  # the oldest compiled programs go first
+        del _EPOCH_RUNNERS[next(iter(_EPOCH_RUNNERS))]
     return runner
 
 
@@ -383,14 +405,10 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
         raise ValueError(f"predict: batch_size must be a positive int or None, got {batch_size}")
     if is_complex(x.dtype):
         raise TypeError(f"predict: x must be real numbers, got dtype {x.dtype}")
-    leaves = tree.leaves(params)
-    if leaves and namespace(leaves[0]) is not namespace(x):
-        host = to_numpy(x)
-        if host.dtype.kind == "f":  # cast on the host: float64 may not exist on the target
-            host = host.astype(to_numpy(leaves[0]).dtype)
-        x = put(host, namespace(leaves[0]))
-    if leaves:
-        x = _as_params_dtype("predict", x, leaves[0])
+    (x,) = to_params_backend(params, x)
+    leaf = tree.any_leaf(params)
+    if leaf is not None:
+        x = _as_params_dtype("predict", x, leaf)
     xp = namespace(x)
     n = x.shape[0]
     if batch_size is None or batch_size >= n:
@@ -412,4 +430,5 @@ def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_
              batch_size: int | None = None) -> dict[str, float]:
     """``{"loss", "accuracy"}`` of ``params`` on the whole of ``(x, t)``."""
     logits = predict(model, params, x, batch_size=batch_size)
+    (t,) = to_params_backend(params, t)
     return {"loss": float(loss.value(logits, t)), "accuracy": accuracy(logits, t)}

@@ -322,6 +322,8 @@ RAISES = [
          TypeError, r"complex64"),
     case("evaluate labels out of range", lambda: train.evaluate(MODEL, STATE.params, DATA_X, DATA_T + 1),
          ValueError, r"softmax_cross_entropy: labels must be in \[0, 3\), got values in \[1, 3\]"),
+    case("sce.value multi-hot rows", lambda: losses.softmax_cross_entropy.value(LOGITS, ONE_HOT + ONE_HOT[::-1]),
+         ValueError, r"softmax_cross_entropy: each row of one-hot or probability targets must sum to 1"),
     case("evaluate labels of another length", lambda: train.evaluate(MODEL, STATE.params, DATA_X, DATA_T[:30]),
          ValueError, r"targets must be labels of shape \(40,\) or one-hot of shape \(40, 3\), got \(30,\)"),
     case("evaluate params of another model",
@@ -532,6 +534,14 @@ def _fit_with_batch_size_equal_to_the_data():
     assert state.step == 3 and history["step"] == [1, 2, 3]
 
 
+def _evaluate_moves_targets_to_the_params_backend() -> None:
+    params = backend.put(STATE.params, "jax")
+    got = train.evaluate(MODEL, params, DATA_X, DATA_T)  # x and t on the host, params on jax
+    want = train.evaluate(MODEL, STATE.params, DATA_X, DATA_T)
+    assert got["accuracy"] == want["accuracy"]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
 def _predict_and_evaluate_on_odd_inputs():
     ref = train.predict(MODEL, STATE.params, DATA_X)
     for xv in _variants(DATA_X):
@@ -589,6 +599,7 @@ HANDLED = [
     pytest.param(_fit_on_integer_x_equals_fit_on_the_same_floats, id="fit: integer x"),
     pytest.param(_fit_with_batch_size_equal_to_the_data, id="fit: batch_size equal to the data size"),
     pytest.param(_fit_moves_data_of_another_backend_to_the_params, id="fit: data on another backend than params"),
+    pytest.param(_evaluate_moves_targets_to_the_params_backend, id="evaluate: t on another backend"),
     pytest.param(_predict_and_evaluate_on_odd_inputs, id="predict, evaluate: odd layouts, another backend"),
     pytest.param(_checkpoint_of_odd_layouts_round_trips, id="checkpoint: odd layouts and a second backend"),
     pytest.param(_random_split_zero_is_empty, id="random: split 0, fold_in NumPy integers, int shape"),

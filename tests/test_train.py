@@ -80,8 +80,12 @@ def test_the_seed_configuration_reaches_the_books_result(data):
 def test_fit_leaves_its_inputs_alone(data):
     x, t = readonly(data)
     step, state = make()
-    run(step, state, x, t)
-    assert state.step == 0
+    state = state._replace(params=readonly(state.params))  # a write would raise
+    before = tree.map(np.copy, state.params)
+    trained, _ = run(step, state, x, t)
+    chex.assert_trees_all_equal(state.params, before)
+    assert not np.array_equal(trained.params[0]["W"], before[0]["W"])
+    np.testing.assert_array_equal(x, data[0])
 
 
 def test_history_is_the_mean_loss_since_the_last_record(data):
@@ -168,16 +172,58 @@ def test_jax_epoch_scan_matches_numpy_fit(data):
     assert int(got.step) == 200
 
 
+def _dropout_model():
+    return layers.serial(layers.Affine(16), layers.ReLU(), layers.Dropout(0.25), layers.Affine(3))
+
+
+def test_dropout_masks_come_from_the_key_and_the_step(data):
+    x, _ = data
+    model = _dropout_model()
+    _, state = make(model=model)
+    hidden = layers.serial(layers.Affine(16), layers.ReLU())
+    h = hidden.apply(state.params[:2], x[:30])
+    masks = []
+    for s in (state, state, state._replace(step=1)):
+        keys = random.split(train.step_key(s), 4)  # serial gives layer i the i-th key
+        masks.append(layers.Dropout(0.25).apply((), h, rng=keys[2]) == 0)
+    np.testing.assert_array_equal(masks[0], masks[1])  # the same (key, step), the same mask
+    assert not np.array_equal(masks[0], masks[2])  # the next step, another mask
+    dropped = float(np.mean(masks[0][h != 0]))
+    assert 0.15 < dropped < 0.35  # rate 0.25 over ~480 live units
+
+
 def test_dropout_model_trains_under_jit_and_on_numpy(data):
     x, t = data
-    model = layers.serial(layers.Affine(16), layers.ReLU(), layers.Dropout(0.2), layers.Affine(3))
-    step, state = make(model=model)
+    step, state = make(model=_dropout_model())
     a, _ = step(state, (x[:30], t[:30]))
     b, _ = step(state, (x[:30], t[:30]))
     chex.assert_trees_all_equal(a.params, b.params)  # the mask is a function of (key, step)
     jnew, metrics = jax.jit(step)(backend.put(state, "jax"), backend.put((x[:30], t[:30]), "jax"))
     chex.assert_tree_all_finite(jnew.params)
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_dropout_on_jax_is_the_same_compiled_or_step_by_step(data):
+    x, t = data
+    model = _dropout_model()
+    opt = optim.sgd(0.5)
+    step = train.make_train_step(model, softmax_cross_entropy, opt)
+    state = train.init_state(model, opt, random.key(3), (2,), backend="jax")
+    jx, jt = backend.put((x, t), "jax")
+    compiled, _ = run(step, state, jx, jt, epochs=3)
+    stepwise, _ = run(step, state, jx, jt, epochs=3, callback=lambda s, m: None)  # per-step path
+    chex.assert_trees_all_close(backend.to_numpy(compiled.params), backend.to_numpy(stepwise.params),
+                                rtol=1e-5, atol=1e-6)
+
+
+def test_skip_on_jax_drops_the_bad_updates(data):
+    x, t = data
+    bad = np.where(np.arange(300)[:, None] == 7, np.nan, x).astype(np.float32)
+    step, state = make()
+    got, history = run(step, backend.put(state, "jax"), *backend.put((bad, t), "jax"), validate=False,
+                       on_nonfinite="skip")
+    chex.assert_tree_all_finite(backend.to_numpy(got.params))
+    assert int(got.step) == 30 and all(np.isfinite(history["loss"]))
 
 
 def test_step_keys_differ_between_steps_and_from_epoch_keys():
