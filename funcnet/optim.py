@@ -448,7 +448,7 @@ def clip_grads(grads: Tree, max_norm: float) -> Tree:
     ``norm`` is the L2 norm of all leaves together. Returns a new tree; the factor is chosen
     with ``xp.minimum``, not a Python ``if``, so it runs under ``jax.jit``.
     """
-    max_norm = _number("clip_grads", "max_norm", max_norm)
+    max_norm = _positive_norm("clip_grads", max_norm)
     leaves, spec = tree.flatten(grads)
     if not leaves:
         return grads
@@ -461,10 +461,16 @@ def clip_grads(grads: Tree, max_norm: float) -> Tree:
 
 def clip_by_global_norm(max_norm: float) -> GradientTransform:
     """A gradient transformation for :func:`chain`: :func:`clip_grads` with ``max_norm``."""
-    max_norm = _number("clip_by_global_norm", "max_norm", max_norm)
-    if max_norm == 0.0:
-        raise ValueError("clip_by_global_norm: max_norm must be > 0, got 0")
+    max_norm = _positive_norm("clip_by_global_norm", max_norm)
     return lambda grads: clip_grads(grads, max_norm)
+
+
+def _positive_norm(name: str, max_norm: Any) -> float:
+    # 0 would silently zero every gradient: refused by both clipping entry points alike
+    max_norm = _number(name, "max_norm", max_norm)
+    if max_norm == 0.0:
+        raise ValueError(f"{name}: max_norm must be > 0, got 0")
+    return max_norm
 
 
 def chain(*transforms_then_optimizer: GradientTransform | Optimizer) -> Optimizer:

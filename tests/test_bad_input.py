@@ -226,6 +226,8 @@ RAISES = [
     case("adagrad.update grads on array_api_strict, params on NumPy",
          lambda: optim.adagrad(0.1).update(PARAMS, strict(GRADS), optim.adagrad(0.1).init(PARAMS)),
          TypeError, r"adagrad.update: .*two backends"),
+    case("clip_grads max_norm 0", lambda: optim.clip_grads(GRADS, 0.0),
+         ValueError, r"clip_grads: max_norm must be > 0, got 0"),
     case("sgd negative lr", lambda: optim.sgd(-0.1), ValueError, r"sgd: lr must be a finite number >= 0.0, got -0.1"),
     case("adam NaN lr", lambda: optim.adam(float("nan")), ValueError, r"adam: lr must be .* got nan"),
     case("rmsprop lr a string", lambda: optim.rmsprop("0.1"),
