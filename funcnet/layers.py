@@ -108,36 +108,52 @@ def _check_init_dtype(name: str, dtype: Any) -> None:
         raise TypeError(f"{name}.init: params dtype must be a float type (float16/32/64), got {dtype}")
 
 
-def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any], tuple[Any, Any, Any, Any]]:
-    """The checks of MatMul and Affine: ``check(params, x) -> (xp, W, b or None, x)``.
+def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any], tuple[Any, Any, Any]]:
+    """The checks of MatMul and Affine: ``check(params, x) -> (xp, W, b or None)``.
 
-    Plain Python on shapes (a fraction of a microsecond); errors name the layer, the param
-    and both shapes.
+    Good input passes one boolean expression on shapes; only when it fails is the input
+    examined again to say what is wrong (the layer, the param, both shapes).
     """
     has_b = "b" in keys
+    b_shape = (out_dim,)
 
-    def check(params: Any, x: Any) -> tuple[Any, Any, Any, Any]:
-        try:
-            W = params["W"]
-            b = params["b"] if has_b else None
-        except (TypeError, KeyError, IndexError):
-            if not isinstance(params, dict):
-                raise TypeError(f"{name}: params must be a dict with keys {list(keys)}, "
-                                f"got {type(params).__name__}") from None
-            missing = [k for k in keys if k not in params]
-            raise ValueError(f"{name}: params {missing} missing (have {sorted(params)})") from None
+    def diagnose(params: Any, x: Any) -> None:
+        if not isinstance(params, dict):
+            raise TypeError(f"{name}: params must be a dict with keys {list(keys)}, got {type(params).__name__}")
+        missing = [k for k in keys if k not in params]
+        if missing:
+            raise ValueError(f"{name}: params {missing} missing (have {sorted(params)})")
+        W = params["W"]
+        if not hasattr(W, "shape"):
+            raise TypeError(f"{name}: params['W'] must be an array, got {type(W).__name__}")
         if len(W.shape) != 2 or W.shape[1] != out_dim:
             raise ValueError(f"{name}: params['W'] should have shape ({W.shape[0]}, {out_dim}), "
                              f"got {tuple(W.shape)}")
         _check_width(name, x, W.shape[0])
+        if has_b and not hasattr(params["b"], "shape"):
+            raise TypeError(f"{name}: params['b'] must be an array, got {type(params['b']).__name__}")
+        b_got = tuple(params["b"].shape) if has_b else b_shape
+        if b_got != b_shape:
+            raise ValueError(f"{name}: params['b'] should have shape {b_shape}, got {b_got}")
+        raise TypeError(f"{name}: params {sorted(params)} and input of type {type(x).__name__} do not fit")
+
+    def check(params: Any, x: Any) -> tuple[Any, Any, Any]:
+        try:
+            W = params["W"]
+            b = params["b"] if has_b else None
+            xs, ws = x.shape, W.shape
+            ok = (len(xs) == 2 and len(ws) == 2 and xs[1] == ws[0] and ws[1] == out_dim and xs[0] != 0
+                  and (b is None or b.shape == b_shape))
+        except (TypeError, KeyError, IndexError, AttributeError):
+            ok = False
+        if not ok:
+            diagnose(params, x)
         _check_real(name, x)
         try:
             xp = namespace(x, W)
         except TypeError as err:
             raise TypeError(f"{name}: {err}") from None
-        if has_b and tuple(b.shape) != (out_dim,):
-            raise ValueError(f"{name}: params['b'] should have shape ({out_dim},), got {tuple(b.shape)}")
-        return xp, W, b, x
+        return xp, W, b
 
     return check
 
@@ -161,11 +177,11 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
         return (out_dim,), {"W": w_init(key, (in_dim, out_dim), dtype)}
 
     def apply(params, x, *, rng=None):
-        xp, W, _, x = check(params, x)
+        xp, W, _ = check(params, x)
         return xp.matmul(x, W)
 
     def vjp(params, x, *, rng=None):
-        xp, W, _, x = check(params, x)
+        xp, W, _ = check(params, x)
         y = xp.matmul(x, W)
         y_shape = tuple(y.shape)
 
@@ -205,11 +221,11 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
         return (out_dim,), {"W": w_init(k_w, (in_dim, out_dim), dtype), "b": b_init(k_b, (out_dim,), dtype)}
 
     def apply(params, x, *, rng=None):
-        xp, W, b, x = check(params, x)
+        xp, W, b = check(params, x)
         return _affine(xp, x, W, b)
 
     def vjp(params, x, *, rng=None):
-        xp, W, b, x = check(params, x)
+        xp, W, b = check(params, x)
         y = _affine(xp, x, W, b)
         y_shape = tuple(y.shape)
 
