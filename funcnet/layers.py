@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import initializers, ops, random
+from funcnet.arguments import positive_int
 from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, reduce_sum
 
 
@@ -87,12 +88,6 @@ def _check_width(name: str, x: Any, width: int) -> None:
         raise ValueError(f"{name}: expected input of shape (N, {width}), got {tuple(shape)}")
     if shape[0] == 0:
         raise ValueError(f"{name}: empty batch, input shape {tuple(shape)}")
-
-
-def _positive_int(name: str, what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
-    return value
 
 
 # --- parametrised layers --------------------------------------------------------------------
@@ -167,7 +162,7 @@ def _check_cotangent(name: str, dy: Any, shape: tuple[int, ...]) -> None:
 def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> Layer:
     """``y = x @ W`` (the seed's MatMul node as a layer); params ``{"W"}``."""
     name = f"MatMul({out_dim})"
-    _positive_int(name, "out_dim", out_dim)
+    positive_int(name, "out_dim", out_dim)
     w_init = initializers.get(w_init)
     check = _dense(name, out_dim, ("W",))
 
@@ -210,7 +205,7 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
     Weights default to Glorot normal; ``w_init="book"`` gives the book's ``0.01 * randn``.
     """
     name = f"Affine({out_dim})"
-    _positive_int(name, "out_dim", out_dim)
+    positive_int(name, "out_dim", out_dim)
     w_init, b_init = initializers.get(w_init), initializers.get(b_init)
     check = _dense(name, out_dim, ("W", "b"))
 

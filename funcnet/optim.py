@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from funcnet import tree
+from funcnet.arguments import real_number
 from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, is_traced, namespace
 from funcnet.schedules import Schedule
 
@@ -94,21 +95,13 @@ class AdamState(NamedTuple):
 # --- checks (run once, when an optimizer is built or a state is made) --------------------------
 
 
-def _number(name: str, what: str, value: Any, low: float = 0.0, high: float = math.inf) -> float:
-    """``value`` as a float in ``[low, high)``, or a ValueError saying what was expected."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
-        bound = f"in [{low}, {high})" if high < math.inf else f"a finite number >= {low}"
-        raise ValueError(f"{name}: {what} must be {bound}, got {value!r}")
-    return float(value)
-
-
 def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
     """``at(count, xp, dtype)``: the rate for this step, a Python float or (traced) a 0-d array of ``dtype``."""
     if not callable(lr):
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
             raise TypeError(f"{name}: lr must be a number or a schedule (a function of the step count), "
                             f"got {type(lr).__name__}")
-        value = _number(name, "lr", lr)
+        value = real_number(name, "lr", lr)
         return lambda count, xp, dtype: value
 
     def at(count, xp, dtype):
@@ -277,7 +270,7 @@ def momentum(lr: LearningRate, momentum: float = 0.9) -> Optimizer:
     """
     name = "momentum"
     lr_at = _learning_rate(name, lr)
-    mu = _number(name, "momentum", momentum, 0.0, 1.0)
+    mu = real_number(name, "momentum", momentum, 0.0, 1.0)
 
     def step(lr_t, p, g, v):
         v = mu * v - lr_t * g
@@ -306,7 +299,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
     """
     name = "nesterov"
     lr_at = _learning_rate(name, lr)
-    mu = _number(name, "momentum", momentum, 0.0, 1.0)
+    mu = real_number(name, "momentum", momentum, 0.0, 1.0)
     if form == "book":
         mu2 = mu * mu
 
@@ -341,8 +334,8 @@ def adagrad(lr: LearningRate, eps: float = _BOOK_EPS, *, eps_in_sqrt: bool = Fal
     """
     name = "adagrad"
     lr_at = _learning_rate(name, lr)
-    eps = _number(name, "eps", eps)
-    h0 = _number(name, "initial_accumulator_value", initial_accumulator_value)
+    eps = real_number(name, "eps", eps)
+    h0 = real_number(name, "initial_accumulator_value", initial_accumulator_value)
 
     def hyper(count, xp, dtype):
         return lr_at(count, xp, dtype), xp
@@ -365,8 +358,8 @@ def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, 
     """
     name = "rmsprop"
     lr_at = _learning_rate(name, lr)
-    rho = _number(name, "decay_rate", decay_rate, 0.0, 1.0)
-    eps = _number(name, "eps", eps)
+    rho = real_number(name, "decay_rate", decay_rate, 0.0, 1.0)
+    eps = real_number(name, "eps", eps)
 
     def hyper(count, xp, dtype):
         return lr_at(count, xp, dtype), xp
@@ -402,12 +395,12 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
     """
     name = "adam"
     lr_at = _learning_rate(name, lr)
-    b1 = _number(name, "beta1", beta1, 0.0, 1.0)
-    b2 = _number(name, "beta2", beta2, 0.0, 1.0)
+    b1 = real_number(name, "beta1", beta1, 0.0, 1.0)
+    b2 = real_number(name, "beta2", beta2, 0.0, 1.0)
     if form not in ("book", "standard"):
         raise ValueError(f"{name}: form must be 'book' or 'standard', got {form!r}")
-    eps = _number(name, "eps", (_BOOK_EPS if form == "book" else 1e-8) if eps is None else eps)
-    eps_root = _number(name, "eps_root", eps_root)
+    eps = real_number(name, "eps", (_BOOK_EPS if form == "book" else 1e-8) if eps is None else eps)
+    eps_root = real_number(name, "eps_root", eps_root)
 
     if form == "book":
 
@@ -467,7 +460,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransform:
 
 def _positive_norm(name: str, max_norm: Any) -> float:
     # 0 would silently zero every gradient: refused by both clipping entry points alike
-    max_norm = _number(name, "max_norm", max_norm)
+    max_norm = real_number(name, "max_norm", max_norm)
     if max_norm == 0.0:
         raise ValueError(f"{name}: max_norm must be > 0, got 0")
     return max_norm

@@ -15,13 +15,13 @@ Arguments are checked when a schedule is built, so the schedules here never go n
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from funcnet.arguments import positive_int, real_number
 from funcnet.backend import namespace
 
 Schedule = Callable[[Any], Any]
@@ -43,23 +43,9 @@ def _result(count: Any, value: Any) -> Any:
     return float(value) if isinstance(count, int | np.integer) else value
 
 
-def _number(name: str, what: str, value: Any, low: float = 0.0, *, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < low or (open_low and value == low):
-        bound = f"> {low}" if open_low else f">= {low}"
-        raise ValueError(f"{name}: {what} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _steps(name: str, what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
-    return value
-
-
 def constant(value: float) -> Schedule:
     """``value`` at every step, as a Python float whatever the count."""
-    value = _number("constant", "value", value)
+    value = real_number("constant", "value", value)
     return lambda count: value
 
 
@@ -70,9 +56,9 @@ def exponential_decay(init_value: float, decay_rate: float, transition_steps: in
     The same formula and arguments as ``optax.exponential_decay`` (without its delayed start).
     """
     name = "exponential_decay"
-    init_value = _number(name, "init_value", init_value)
-    decay_rate = _number(name, "decay_rate", decay_rate, open_low=True)
-    transition_steps = _steps(name, "transition_steps", transition_steps)
+    init_value = real_number(name, "init_value", init_value)
+    decay_rate = real_number(name, "decay_rate", decay_rate, open_low=True)
+    transition_steps = positive_int(name, "transition_steps", transition_steps)
 
     def schedule(count):
         xp, t = _float_count(count)
@@ -96,9 +82,9 @@ def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Sch
     as ``optax.cosine_decay_schedule``.
     """
     name = "cosine_decay"
-    init_value = _number(name, "init_value", init_value)
-    decay_steps = _steps(name, "decay_steps", decay_steps)
-    alpha = _number(name, "alpha", alpha)
+    init_value = real_number(name, "init_value", init_value)
+    decay_steps = positive_int(name, "decay_steps", decay_steps)
+    alpha = real_number(name, "alpha", alpha)
     if alpha > 1.0:
         raise ValueError(f"{name}: alpha (the final fraction of init_value) must be in [0, 1], got {alpha!r}")
 
@@ -119,9 +105,9 @@ def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Sc
     name = "warmup"
     if not callable(schedule):
         raise TypeError(f"{name}: schedule must be a function of the step count, got {type(schedule).__name__}")
-    warmup_steps = _steps(name, "warmup_steps", warmup_steps)
-    init_value = _number(name, "init_value", init_value)
-    peak = _number(name, "schedule(0)", float(schedule(0)))
+    warmup_steps = positive_int(name, "warmup_steps", warmup_steps)
+    init_value = real_number(name, "init_value", init_value)
+    peak = real_number(name, "schedule(0)", float(schedule(0)))
     slope = (peak - init_value) / warmup_steps
 
     def warmed(count):
