@@ -208,36 +208,39 @@ def is_traced(x: Any) -> bool:
     return kind.__module__.startswith("jax") and "Tracer" in kind.__name__
 
 
+_KINDS: dict[tuple[type, Any], str] = {}
+
+
+def dtype_kind(dtype: Any) -> str:
+    """NumPy's kind letter (``f``, ``c``, ``i``, ``u``, ``b``, ...) of a dtype of any backend.
+
+    Cached, since layers ask on every call; keyed by the dtype's type first, so that
+    array_api_strict dtypes are never compared with NumPy's.
+    """
+    key = (type(dtype), dtype)
+    kind = _KINDS.get(key)
+    if kind is None:
+        try:
+            kind = np.dtype(dtype).kind
+        except TypeError:  # array_api_strict's own dtype objects, named like NumPy's
+            kind = np.dtype(str(dtype).rsplit(".", 1)[-1]).kind
+        _KINDS[key] = kind
+    return kind
+
+
 def is_floating(dtype: Any) -> bool:
     """True for a real floating dtype of any backend."""
-    try:
-        return np.dtype(dtype).kind == "f"
-    except TypeError:  # array_api_strict dtypes are their own objects
-        return "float" in str(dtype)
-
-
-_COMPLEX: dict[tuple[type, Any], bool] = {}
+    return dtype_kind(dtype) == "f"
 
 
 def is_complex(dtype: Any) -> bool:
-    """True for a complex dtype of any backend (cached: it runs on every layer call)."""
-    key = (type(dtype), dtype)  # the type first: array_api_strict dtypes never meet NumPy's in ==
-    found = _COMPLEX.get(key)
-    if found is None:
-        try:
-            found = np.dtype(dtype).kind == "c"
-        except TypeError:
-            found = "complex" in str(dtype)
-        _COMPLEX[key] = found
-    return found
+    """True for a complex dtype of any backend."""
+    return dtype_kind(dtype) == "c"
 
 
 def is_integer(dtype: Any) -> bool:
     """True for a signed or unsigned integer dtype of any backend (bool excluded)."""
-    try:
-        return np.dtype(dtype).kind in "iu"
-    except TypeError:
-        return "int" in str(dtype)
+    return dtype_kind(dtype) in ("i", "u")
 
 
 IN_PLACE_MIN_SIZE = 16384
