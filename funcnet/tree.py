@@ -37,9 +37,11 @@ def flatten_like(spec: PyTreeSpec, tree: Tree) -> list[Any] | None:
         leaves_ = spec.flatten_up_to(tree)
     except (ValueError, TypeError):
         return None
-    # flatten_up_to stops at spec's leaves: a subtree standing where a leaf should be is a mismatch
-    if any(isinstance(x, dict | list | tuple) or x is None for x in leaves_):
-        return None
+    # flatten_up_to stops at spec's leaves: anything but an array (a subtree, a scalar) standing
+    # where a leaf should be is a mismatch, left to the full flatten to name
+    for x in leaves_:
+        if not hasattr(x, "shape"):
+            return None
     return leaves_
 
 

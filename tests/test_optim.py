@@ -575,3 +575,18 @@ def test_book_aliases_have_the_books_defaults():
         mine = inspect.signature(ours).parameters
         assert [(p.name, p.default) for p in mine.values()] == \
             [(p.name, p.default) for p in theirs.values() if p.name != "self"]
+
+
+def test_one_optimizer_serves_params_of_other_structures_in_turn():
+    # update remembers the last params structure to flatten faster: a new one must still work
+    opt = optim.momentum(0.1)
+    a = {"W": np.ones((2, 2), np.float32)}
+    b = ({"W": np.ones(3, np.float32)}, (), {"b": np.zeros(1, np.float32)})
+    c = {"W": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}  # a with one more leaf
+    for params in (a, b, a, c, b):
+        grads = tree.map(np.ones_like, params)
+        new, state = opt.update(params, grads, opt.init(params))
+        chex.assert_trees_all_equal_structs(new, params)
+        chex.assert_trees_all_close(new, tree.map(lambda p: p - 0.1, params))
+        with pytest.raises(ValueError, match="grads does not match"):
+            opt.update(params, {"other": np.ones(1, np.float32)}, opt.init(params))
