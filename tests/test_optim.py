@@ -585,7 +585,7 @@ def test_one_optimizer_serves_params_of_other_structures_in_turn():
     c = {"W": np.ones((2, 2), np.float32), "b": np.ones(2, np.float32)}  # a with one more leaf
     for params in (a, b, a, c, b):
         grads = tree.map(np.ones_like, params)
-        new, state = opt.update(params, grads, opt.init(params))
+        new, _ = opt.update(params, grads, opt.init(params))
         chex.assert_trees_all_equal_structs(new, params)
         chex.assert_trees_all_close(new, tree.map(lambda p: p - 0.1, params))
         with pytest.raises(ValueError, match="grads does not match"):
