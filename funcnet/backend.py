@@ -220,12 +220,16 @@ def dtype_kind(dtype: Any) -> str:
     key = (type(dtype), dtype)
     kind = _KINDS.get(key)
     if kind is None:
-        try:
-            kind = np.dtype(dtype).kind
-        except TypeError:  # array_api_strict's own dtype objects, named like NumPy's
-            kind = np.dtype(str(dtype).rsplit(".", 1)[-1]).kind
-        _KINDS[key] = kind
+        kind = _KINDS[key] = numpy_dtype(dtype).kind
     return kind
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """NumPy's dtype for a dtype of any backend (a name, NumPy's, jax's, array_api_strict's)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # array_api_strict's own dtype objects, named like NumPy's
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 def is_floating(dtype: Any) -> bool:

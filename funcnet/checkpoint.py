@@ -437,11 +437,7 @@ def _template(name: str, leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
     if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
         raise TypeError(f"leaf {name!r} of `like` is a {type(leaf).__name__}, not an array or a number: "
                         "`like` must be a tree of arrays and scalars (the freshly initialised state, say)")
-    try:
-        dtype = np.dtype(leaf.dtype)
-    except TypeError:  # array_api_strict dtypes are their own objects; the host view is a no-copy dlpack
-        dtype = backend.to_numpy(leaf).dtype
-    return dtype, tuple(leaf.shape)
+    return backend.numpy_dtype(leaf.dtype), tuple(leaf.shape)
 
 
 def _restored(name: str, entry: _Entry, data: bytes, leaf: Any, path: str) -> Any:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from funcnet.backend import is_integer
+
 Key = Any  # a uint32 array of shape (2,)
 
 _MASK64 = (1 << 64) - 1
@@ -91,7 +93,7 @@ def _fold_data(data: Any) -> int:
     if isinstance(data, int | np.integer) and not isinstance(data, bool):
         return int(data)
     dtype, shape = getattr(data, "dtype", None), getattr(data, "shape", None)
-    if shape == () and dtype is not None and "int" in str(dtype):
+    if shape == () and dtype is not None and is_integer(dtype):
         return int(data)
     raise TypeError(f"fold_in: data must be an integer (an int or a 0-d integer array), "
                     f"got {type(data).__name__} {data!r:.80}")

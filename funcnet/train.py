@@ -19,7 +19,16 @@ import numpy as np
 
 from funcnet import random, tree
 from funcnet.backend import get as get_backend
-from funcnet.backend import is_complex, is_floating, name_of, namespace, put, to_numpy
+from funcnet.backend import (
+    is_complex,
+    is_floating,
+    is_integer,
+    name_of,
+    namespace,
+    numpy_dtype,
+    put,
+    to_numpy,
+)
 from funcnet.layers import Layer, can_skip_input_grad, uses_rng
 from funcnet.losses import Loss, softmax_cross_entropy, validate_targets
 
@@ -132,14 +141,14 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
     if t.shape[0] != x.shape[0]:
         raise ValueError(f"fit: x and t have different lengths: x {tuple(x.shape)}, t {tuple(t.shape)}")
     if not is_floating(x.dtype):
-        if not str(x.dtype).startswith(("int", "uint")):
+        if not is_integer(x.dtype):
             raise TypeError(f"fit: x must be real numbers, got dtype {x.dtype}")
     elif not bool(xp.all(xp.isfinite(x))):
         raise ValueError("fit: x contains NaN or infinite values")
     if is_floating(t.dtype) and not bool(xp.all(xp.isfinite(t))):
         raise ValueError("fit: t contains NaN or infinite values")
     if model is not None and loss is not None and params is not None:
-        out = model.apply(params, xp.astype(x[0:1, ...], tree.leaves(params)[0].dtype))
+        out = model.apply(params, xp.astype(x[0:1, ...], tree.any_leaf(params).dtype))
         validate_targets(loss, t, tuple(out.shape[1:]))
 
 
@@ -174,10 +183,10 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     with ``history["interrupted"] = True``. Nothing passed in is modified.
 
     On the jax backend (``compile_epoch=None`` picks it there, unless a ``callback`` or
-    ``on_nonfinite="skip"`` needs every step) whole epochs run as one ``jax.jit``-compiled ``lax.scan`` of ``step``, shuffling
-    included: ``epochs_per_call`` of them a call (all remaining ones, or one when a progress bar
-    is shown). Non-finite losses are then found once a call, and the error carries the state at
-    that call's start.
+    ``on_nonfinite="skip"`` needs every step) whole epochs run as one ``jax.jit``-compiled
+    ``lax.scan`` of ``step``, shuffling included: ``epochs_per_call`` of them a call (all
+    remaining ones, or one when a progress bar is shown). Non-finite losses are then found
+    once a call, and the error carries the state at that call's start.
     """
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
@@ -227,9 +236,11 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                                   "last finite state (the input of the failing steps)", carried, history)
 
     def add(loss: Any, epoch: int, it: int) -> None:
+        """Count one step; ``loss`` is None for a skipped one (it is not averaged)."""
         nonlocal total, count, current, last_good
         current += 1
-        total, count = total + loss, count + 1
+        if loss is not None:
+            total, count = total + loss, count + 1
         if eval_interval is None or current % eval_interval or not count:
             return
         mean = float(total) / count
@@ -248,7 +259,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         return random.permutation(random.fold_in(host_key, epoch), n)
 
     def steps_of(epoch: int, start_iter: int) -> None:
-        nonlocal state, count
+        nonlocal state
         perm = order(epoch)
         perm = perm if xp is np else xp.asarray(perm)
         xs, ts = xp.take(x, perm, axis=0), xp.take(t, perm, axis=0)
@@ -262,8 +273,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                     if on_nonfinite == "raise":
                         raise nonfinite(loss, f"at step {current + 1} (epoch {epoch + 1}, "
                                               f"iteration {it + 1})", state)
-                    new_state = state._replace(step=new_state.step)  # drop the update
-                    loss, count = 0.0, count - 1
+                    new_state, loss = state._replace(step=new_state.step), None  # drop the update
             state = new_state
             add(loss, epoch, it)
             if callback is not None:
@@ -283,7 +293,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         last_good = state
 
     runner = None
-    if xp is not np and name_of(xp) == "jax":
+    if name_of(xp) == "jax":
         # one state type on every jax path: a jax key draws Dropout masks with jax.random
         # whether the epochs are compiled or not, so the paths (and resumes) agree
         state = last_good = _as_jax_state(state)
@@ -312,14 +322,6 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     return state, history
 
 
-def _host_dtype(leaf: Any) -> np.dtype:
-    """``leaf``'s dtype as NumPy's, without copying the leaf off its device."""
-    try:
-        return np.dtype(leaf.dtype)
-    except TypeError:  # array_api_strict's own dtype objects print as array_api_strict.float32
-        return np.dtype(str(leaf.dtype).rsplit(".", 1)[-1])
-
-
 def to_params_backend(params: Any, *arrays: Any) -> tuple[Any, ...]:
     """``arrays`` moved, once, to the params' backend where they are elsewhere (host data,
     device params); floating ones are cast on the host first (float64 may not exist there)."""
@@ -331,7 +333,7 @@ def to_params_backend(params: Any, *arrays: Any) -> tuple[Any, ...]:
     for a in arrays:
         if namespace(a) is not target:
             host = to_numpy(a)
-            a = put(host.astype(_host_dtype(leaf)) if host.dtype.kind == "f" else host, target)
+            a = put(host.astype(numpy_dtype(leaf.dtype)) if host.dtype.kind == "f" else host, target)
         moved.append(a)
     return tuple(moved)
 

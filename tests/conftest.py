@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from funcnet import backend, tree
+from funcnet import backend, optim, schedules, tree
 
 try:  # float64 on jax (gradient references) needs x64; float32 stays float32 under it
     import jax
@@ -39,6 +39,28 @@ def xp(request):
 @pytest.fixture
 def np_rng():
     return np.random.default_rng(0)
+
+
+# Every optimizer and form, with schedules and clipping: one table for the tests that run
+# them all (resume equals never stopping, random trees keep their structure).
+OPTIMIZER_SETUPS = {
+    "sgd": lambda: optim.sgd(0.5),
+    "momentum": lambda: optim.momentum(0.1),
+    "nesterov/book": lambda: optim.nesterov(0.1),
+    "nesterov/standard": lambda: optim.nesterov(0.1, form="standard"),
+    "adagrad": lambda: optim.adagrad(0.5),
+    "adagrad/optax": lambda: optim.adagrad(0.5, eps_in_sqrt=True, initial_accumulator_value=0.1),
+    "rmsprop": lambda: optim.rmsprop(0.01),
+    "rmsprop/eps_in_sqrt": lambda: optim.rmsprop(0.01, eps_in_sqrt=True),
+    "adam/book": lambda: optim.adam(0.01),
+    "adam/standard": lambda: optim.adam(0.01, form="standard", eps_root=1e-12),
+    "sgd/exponential_decay": lambda: optim.sgd(schedules.exponential_decay(1.0, 0.9, 7)),
+    "momentum/step_decay": lambda: optim.momentum(schedules.step_decay(0.2, 0.5, 15)),
+    "adam/warmup+cosine": lambda: optim.adam(schedules.warmup(schedules.cosine_decay(0.02, 30), 12)),
+    "with_clipping(sgd)": lambda: optim.with_clipping(optim.sgd(1.0), 0.5),
+    "with_clipping(adam/schedule)": lambda: optim.with_clipping(
+        optim.adam(schedules.exponential_decay(0.02, 0.5, 20), form="standard"), 1.0),
+}
 
 
 def readonly(t):

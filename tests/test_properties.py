@@ -20,11 +20,12 @@ from typing import Any
 
 import chex
 import numpy as np
+from conftest import OPTIMIZER_SETUPS
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from funcnet import checkpoint, gradcheck, layers, losses, ops, optim, random, schedules, tree
+from funcnet import checkpoint, gradcheck, layers, losses, ops, random, tree
 
 KINDS = ("Affine", "MatMul", "Sigmoid", "ReLU", "Tanh", "Softmax", "Dropout", "Flatten")
 LOSSES = ("softmax_cross_entropy/labels", "softmax_cross_entropy/one-hot",
@@ -180,20 +181,6 @@ def test_random_stacks_and_losses_pass_the_gradient_check(stack, batch, loss_nam
 
 # --- random pytrees through every optimizer -------------------------------------------------------
 
-OPTIMIZERS = {
-    "sgd": lambda: optim.sgd(0.1),
-    "momentum": lambda: optim.momentum(0.1),
-    "nesterov/book": lambda: optim.nesterov(0.1),
-    "nesterov/standard": lambda: optim.nesterov(0.1, form="standard"),
-    "adagrad": lambda: optim.adagrad(0.1),
-    "adagrad/eps_in_sqrt": lambda: optim.adagrad(0.1, eps_in_sqrt=True, initial_accumulator_value=0.1),
-    "rmsprop": lambda: optim.rmsprop(0.1),
-    "adam/book": lambda: optim.adam(0.01),
-    "adam/standard": lambda: optim.adam(0.01, form="standard"),
-    "adam/schedule": lambda: optim.adam(schedules.cosine_decay(0.01, 10)),
-    "with_clipping(momentum)": lambda: optim.with_clipping(optim.momentum(0.1), 0.5),
-    "with_clipping(adam)": lambda: optim.with_clipping(optim.adam(0.01, form="standard"), 1.0),
-}
 
 _shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
 _leaf = st.tuples(_shapes, st.sampled_from([np.float32, np.float64]))
@@ -241,7 +228,7 @@ def test_every_optimizer_keeps_the_tree_and_its_state_round_trips(spec_tree, see
     params0 = _walk(spec_tree, rng)
     grads = [_walk(spec_tree, rng) for _ in range(steps)]
     with tempfile.TemporaryDirectory() as folder:
-        for name, make in OPTIMIZERS.items():
+        for name, make in OPTIMIZER_SETUPS.items():
             opt = make()
             state0 = opt.init(params0)
             params, state = params0, state0

@@ -21,8 +21,9 @@ from pathlib import Path
 import chex
 import numpy as np
 import pytest
+from conftest import OPTIMIZER_SETUPS
 
-from funcnet import checkpoint, experiments, initializers, layers, optim, random, schedules, train, tree
+from funcnet import checkpoint, experiments, initializers, layers, optim, random, train, tree
 from funcnet.datasets import spiral
 from funcnet.losses import softmax_cross_entropy
 from funcnet.models import TwoLayerNet
@@ -174,30 +175,12 @@ def test_no_function_reads_or_changes_global_random_state(data):
 
 # ------------------------------------------------------- resume from a checkpoint, every optimizer
 
-OPTIMIZERS = {
-    "sgd": lambda: optim.sgd(0.5),
-    "momentum": lambda: optim.momentum(0.1),
-    "nesterov/book": lambda: optim.nesterov(0.1),
-    "nesterov/standard": lambda: optim.nesterov(0.1, form="standard"),
-    "adagrad": lambda: optim.adagrad(0.5),
-    "adagrad/optax": lambda: optim.adagrad(0.5, eps_in_sqrt=True, initial_accumulator_value=0.1),
-    "rmsprop": lambda: optim.rmsprop(0.01),
-    "rmsprop/eps_in_sqrt": lambda: optim.rmsprop(0.01, eps_in_sqrt=True),
-    "adam/book": lambda: optim.adam(0.01),
-    "adam/standard": lambda: optim.adam(0.01, form="standard", eps_root=1e-12),
-    "sgd/exponential_decay": lambda: optim.sgd(schedules.exponential_decay(1.0, 0.9, 7)),
-    "momentum/step_decay": lambda: optim.momentum(schedules.step_decay(0.2, 0.5, 15)),
-    "adam/warmup+cosine": lambda: optim.adam(schedules.warmup(schedules.cosine_decay(0.02, 30), 12)),
-    "with_clipping(sgd)": lambda: optim.with_clipping(optim.sgd(1.0), 0.5),
-    "with_clipping(adam/schedule)": lambda: optim.with_clipping(
-        optim.adam(schedules.exponential_decay(0.02, 0.5, 20), form="standard"), 1.0),
-}
 
 
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("name", list(OPTIMIZER_SETUPS))
 def test_two_epochs_saved_loaded_and_two_more_equal_four(tmp_path, data, name):
     x, t = data
-    model, opt = dropout_net(), OPTIMIZERS[name]()
+    model, opt = dropout_net(), OPTIMIZER_SETUPS[name]()
     step = train.make_train_step(model, softmax_cross_entropy, opt)
     fresh = train.init_state(model, opt, random.key(9), (2,))
     kw = {"batch_size": 30, "eval_interval": 5, "progress": False}
@@ -205,7 +188,7 @@ def test_two_epochs_saved_loaded_and_two_more_equal_four(tmp_path, data, name):
     two, two_history = train.fit(step, fresh, x, t, epochs=2, **kw)
     checkpoint.save(tmp_path / "two.safetensors", two)
     # a new process would start from a fresh template (its own init) and the file alone
-    like = train.init_state(dropout_net(), OPTIMIZERS[name](), random.key(0), (2,))
+    like = train.init_state(dropout_net(), OPTIMIZER_SETUPS[name](), random.key(0), (2,))
     loaded = checkpoint.load(tmp_path / "two.safetensors", like)
     chex.assert_trees_all_equal(loaded, two)
     assert int(loaded.opt_state.count) == 20 and loaded.step == 20
