@@ -1,40 +1,41 @@
 """Checkpoints: any pytree of arrays saved to, and loaded back from, a safetensors file.
 
-The file is written and read by this module from the safetensors format description, never
-with pickle, so loading a file runs no code from it::
+The bytes are written and read by the ``safetensors`` package (``safetensors.numpy``), never
+with pickle, so loading a file runs no code from it. A tensor's name is its leaf path
+(``tree.paths``, e.g. ``params/0/W``), so other safetensors tools read the file too. Python and
+NumPy scalar leaves (a step count) are stored as 0-d arrays.
 
-    8 bytes   N, the header length (unsigned little-endian)
-    N bytes   UTF-8 JSON: {"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets"}}
-              padded with spaces so that the data starts 8-byte aligned
-    the rest  the tensors' raw little-endian C-order bytes, back to back
+What funcnet adds to the format:
 
-A tensor's name is its leaf path (``tree.paths``, e.g. ``params/0/W``), so the file can be read
-by the ``safetensors`` package and other tools. Python and NumPy scalar leaves (a step count)
-are stored as 0-d arrays. funcnet's own ``__metadata__`` entries start with ``funcnet.``: the
-format tag and version, the tree structure (for people; loading matches by path) and a
-sha256 of the header and data, so flipped bytes anywhere are caught.
-
-:func:`load` takes a template tree ``like`` (the freshly initialised state, say): it gives
-back a tree of ``like``'s structure with each leaf cast to the dtype of, and moved to the
-backend of, the matching ``like`` leaf.
+* restoring into a template tree ``like`` (:func:`load`): a tree of ``like``'s structure, each
+  leaf checked against, cast to the dtype of and moved to the backend of the matching leaf;
+* the atomic write (:func:`funcnet.io.write_atomic`: temporary file, fsync, rename);
+* its own ``__metadata__`` entries, starting with ``funcnet.``: the format tag and version, the
+  tree structure (for people; loading matches by path) and a sha256 of the header and data, so
+  flipped bytes anywhere are caught;
+* float16 (or float64) storage of floating leaves (``save(..., dtype="float16")``), refusing
+  values that would overflow, and refusing a load that would narrow a value out of range;
+* errors that name the file, the leaf and what is wrong, for files that are broken, foreign,
+  hostile or not files at all (a FIFO is refused before it is opened: opening it could block).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from funcnet import backend, tree
+from funcnet.io import file_kind, write_atomic
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "read_metadata", "save"]
 
@@ -50,6 +51,7 @@ _METADATA = "__metadata__"
 # The safetensors library refuses larger headers; a bigger length means a foreign file.
 _MAX_HEADER = 100_000_000
 
+# The safetensors dtype codes NumPy holds (BF16 and the F8 kinds have no NumPy dtype).
 _DTYPES = {
     "BOOL": np.dtype(np.bool_),
     "U8": np.dtype("<u1"),
@@ -68,7 +70,12 @@ _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
 
 class CheckpointError(ValueError):
-    """A file that is not a valid checkpoint, or one that does not fit the template tree."""
+    """A file that is not a valid checkpoint, or one that does not fit the template tree.
+
+    Example:
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
 
 
 class _Entry(NamedTuple):
@@ -88,31 +95,46 @@ def save(
     dtype: Any = None,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Write ``tree_`` to ``path`` atomically; ``dtype`` (e.g. ``"float16"``) stores floating leaves in it."""
+    """Write ``tree_`` to ``path`` as a safetensors file, atomically.
+
+    Args:
+        path: the file to write: absent, a regular file (replaced whole) or a link to one
+            (its target is replaced, the link stays).
+        tree_: a pytree of arrays (any backend) and Python or NumPy scalars.
+        dtype: a floating dtype (``"float16"``, ``"float32"``, ``"float64"``) to store the
+            floating leaves in; integer and bool leaves keep theirs. None keeps every dtype.
+        metadata: text entries for the file's ``__metadata__``; keys may not start with ``funcnet.``.
+
+    Raises:
+        TypeError: a leaf that is not an array or scalar of a storable dtype; metadata not str to str.
+        ValueError: two leaves with one path; a value beyond ``dtype``'s range; ``path`` a FIFO,
+            a device or another non-regular file.
+        FileNotFoundError: an empty path, or a missing folder.
+        IsADirectoryError: ``path`` names a folder.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> path = os.path.join(tempfile.mkdtemp(), "params.safetensors")
+        >>> save(path, {"W": np.ones((2, 3), np.float32), "step": 7}, metadata={"note": "demo"})
+        >>> read_metadata(path)["note"]
+        'demo'
+    """
     storage = _storage_dtype(dtype)
     user = _checked_metadata(metadata)
     names = tree.paths(tree_)
     _check_names(names, "the saved tree")
-    arrays = [_stored(name, leaf, storage) for name, leaf in tree.leaves_with_paths(tree_)]
+    arrays = {name: _stored(name, leaf, storage) for name, leaf in tree.leaves_with_paths(tree_)}
     meta = {_FORMAT_KEY: FORMAT, _VERSION_KEY: VERSION, _STRUCTURE_KEY: str(tree.structure(tree_)), **user}
-    # Widest items first: every tensor then starts aligned to its item size in the file.
-    order = sorted(range(len(arrays)), key=lambda i: -arrays[i].dtype.itemsize)
-    header: dict[str, Any] = {_METADATA: meta}
-    offset = 0
-    for i in order:
-        header[names[i]] = {
-            "dtype": _CODES[arrays[i].dtype],
-            "shape": list(arrays[i].shape),
-            "data_offsets": [offset, offset + arrays[i].nbytes],
-        }
-        offset += arrays[i].nbytes
-    chunks = [_as_bytes(arrays[i]) for i in order]
-    meta[_DIGEST_KEY] = _digest(header, chunks)
-    text = json.dumps(header, separators=(",", ":")).encode("ascii")
-    text += b" " * (-len(text) % 8)
-    if len(text) > _MAX_HEADER:
-        raise ValueError(f"the checkpoint header would be {len(text)} bytes; safetensors reads {_MAX_HEADER}")
-    write_atomic(os.fspath(path), [len(text).to_bytes(8, "little"), text, *chunks])
+    # The digest covers the header as safetensors lays it out (offsets included) and the data:
+    # serialise once to learn the layout, then again with the digest. Metadata does not move data.
+    draft = safetensors.numpy.save(arrays, metadata=meta)
+    header, data = _split(draft, str(path))
+    blob = safetensors.numpy.save(arrays, metadata={**meta, _DIGEST_KEY: _digest(header, data)})
+    length = int.from_bytes(blob[:8], "little")
+    if length > _MAX_HEADER:
+        raise ValueError(f"the checkpoint header would be {length} bytes; safetensors reads {_MAX_HEADER}")
+    write_atomic(path, blob, what="checkpoint")
 
 
 def _storage_dtype(dtype: Any) -> np.dtype | None:
@@ -161,145 +183,138 @@ def _stored(name: str, leaf: Any, storage: np.dtype | None) -> np.ndarray:
             "arrays and scalars of bool, integer and float16/32/64 dtypes"
         )
     if storage is not None and host.dtype.kind == "f" and host.dtype != storage:
-        host = _narrowed(name, host, storage)
+        host = _narrowed(name, host, storage, "save it without dtype= or rescale it")
     return np.asarray(host, dtype=host.dtype.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
 
 
-def _narrowed(name: str, host: np.ndarray, storage: np.dtype) -> np.ndarray:
-    """``host`` cast to ``storage``; finite values that would become inf are an error, not a surprise."""
+def _narrowed(name: str, host: np.ndarray, dtype: np.dtype, advice: str) -> np.ndarray:
+    """``host`` cast to the float ``dtype``; finite values that would become inf are an error, not a surprise."""
     with np.errstate(over="ignore"):
-        cast = host.astype(storage)
-    if np.any(np.isfinite(host) & ~np.isfinite(cast)):
+        cast = host.astype(dtype)
+    if dtype.itemsize < host.dtype.itemsize and np.any(np.isfinite(host) & ~np.isfinite(cast)):
         raise ValueError(
-            f"leaf {name!r} has values beyond the range of {storage} (max {np.finfo(storage).max}); "
-            "save it without dtype= or rescale it"
+            f"leaf {name!r} has values beyond the range of {dtype} (max {np.finfo(dtype).max}); {advice}"
         )
     return cast
 
 
-def _as_bytes(array: np.ndarray) -> np.ndarray:
-    """A flat uint8 view of a contiguous array: writable to a file and hashable without a copy."""
-    return array.reshape(-1).view(np.uint8)
-
-
-def _digest(header: dict[str, Any], chunks: list[Any]) -> str:
+def _digest(header: dict[str, Any], data: bytes | memoryview) -> str:
     """sha256 of the header (without the digest itself, in a canonical JSON form) and the data."""
-    meta = {k: v for k, v in header[_METADATA].items() if k != _DIGEST_KEY}
+    meta = {k: v for k, v in header.get(_METADATA, {}).items() if k != _DIGEST_KEY}
     canonical = json.dumps({**header, _METADATA: meta}, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("ascii"))
-    for chunk in chunks:
-        digest.update(chunk)
+    digest.update(data)
     return digest.hexdigest()
-
-
-def write_atomic(path: str, chunks: list[Any]) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    # said up front: the errors of mkstemp and os.replace would name the temporary file instead
-    if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, "a checkpoint path must name a file, not a folder", path)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, "no folder to save the checkpoint in (create it first)", folder)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, _file_mode(path))
-        os.replace(temporary, path)
-    except BaseException:  # Ctrl-C mid-write too: leave no temporary file behind
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_folder(folder)
-
-
-def _file_mode(path: str) -> int:
-    """The mode the file would have had without mkstemp's private 0600: the old file's, or the umask's."""
-    with contextlib.suppress(OSError):
-        return stat.S_IMODE(os.stat(path).st_mode)
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it, which races with other threads; Linux reports it.
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (POSIX only; Windows cannot open a folder)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):  # some file systems refuse; the file's data is already synced
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------- load
 
 
 def load(path: str | os.PathLike[str], like: Any) -> Any:
-    """The tree saved at ``path``, in ``like``'s structure, dtypes and backends."""
+    """The tree saved at ``path``, in ``like``'s structure, dtypes and backends.
+
+    Args:
+        path: a checkpoint written by :func:`save` (or any safetensors file whose tensor names
+            are ``like``'s leaf paths).
+        like: the template: a tree of arrays and scalars of the saved structure (the freshly
+            initialised state, say); its values are not used.
+
+    Returns:
+        A new tree of ``like``'s structure; each leaf of the matching ``like`` leaf's type, dtype
+        and backend (a float16-stored leaf comes back in its template's float32, say).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        CheckpointError: not a regular file, not a safetensors file (a pickle, an ``.npz``),
+            corrupt (checksum, truncation), or not fitting ``like`` (a leaf missing, unexpected,
+            of another shape or dtype kind, or with values out of the template dtype's range).
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> path = os.path.join(tempfile.mkdtemp(), "params.safetensors")
+        >>> save(path, {"W": np.arange(3.0)}, dtype="float16")
+        >>> load(path, like={"W": np.zeros(3, np.float32)})
+        {'W': array([0., 1., 2.], dtype=float32)}
+    """
     path = os.fspath(path)
-    with _open(path) as f:
-        header, entries, data_length = _read_header(f, path)
-        data = f.read()
-    if len(data) != data_length:
-        raise CheckpointError(f"{path} changed while being read ({len(data)} data bytes, not {data_length})")
+    blob = _read(path, header_only=False)
+    header, data = _split(blob, path)
+    arrays = _decode(blob, header, path)
     _check_digest(header, data, path)
     leaves, spec = tree.flatten(like)
     names = tree.paths(like)
     _check_names(names, "`like`")
-    _check_same_names(names, entries, path)
-    restored = [
-        _restored(name, entries[name], data, leaf, path) for name, leaf in zip(names, leaves, strict=True)
-    ]
+    _check_same_names(names, arrays, path)
+    restored = [_restored(name, arrays[name], leaf, path) for name, leaf in zip(names, leaves, strict=True)]
     return tree.unflatten(spec, restored)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The file's ``__metadata__`` (the user's entries and funcnet's ``funcnet.*``); reads the header only."""
+    """The file's ``__metadata__``: the user's entries and funcnet's ``funcnet.*``; reads the header only.
+
+    Args:
+        path: a safetensors file.
+
+    Returns:
+        The metadata (``{}`` for a file without any).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: not a regular file, or its header is not a safetensors header.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")
+        >>> save(path, np.zeros(2), metadata={"epoch": "3"})
+        >>> sorted(read_metadata(path))
+        ['epoch', 'funcnet.format', 'funcnet.sha256', 'funcnet.structure', 'funcnet.version']
+    """
     path = os.fspath(path)
-    with _open(path) as f:
-        header, _, _ = _read_header(f, path)
+    header, _ = _split(_read(path, header_only=True), path, header_only=True)
     return dict(header.get(_METADATA, {}))
 
 
-def _open(path: str) -> Any:
+def _read(path: str, *, header_only: bool) -> bytes:
+    """The file's bytes (or its length field and header), from a regular file only."""
     try:
-        return open(path, "rb")
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no checkpoint file at this path", path) from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = file_kind(mode)
+    if kind is not None:  # said before opening it: opening a FIFO without a writer blocks forever
+        raise CheckpointError(f"{path} is {kind}, not a regular file: not a checkpoint")
+    # O_NONBLOCK: should the path have become a FIFO since, the open returns at once (and fstat refuses)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        kind = file_kind(os.fstat(f.fileno()).st_mode)
+        if kind is not None:
+            raise CheckpointError(f"{path} is {kind}, not a regular file: not a checkpoint")
+        if not header_only:
+            return f.read()  # to the end, whatever st_size says (/proc files say 0)
+        prefix = f.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        return prefix + f.read(min(length, _MAX_HEADER + 1))
 
 
-def _read_header(f: Any, path: str) -> tuple[dict[str, Any], dict[str, _Entry], int]:
-    """The parsed header, its tensor entries (checked against the file size) and the data length."""
-    size = os.fstat(f.fileno()).st_size
-    prefix = f.read(8)
-    if len(prefix) < 8:
-        what = "an empty file" if not prefix else f"only {len(prefix)} bytes long"
+def _split(blob: bytes, path: str, *, header_only: bool = False) -> tuple[dict[str, Any], memoryview]:
+    """The file's parsed, checked header and its data bytes (a view: no copy)."""
+    if len(blob) < 8:
+        what = "an empty file" if not blob else f"only {len(blob)} bytes long"
         raise CheckpointError(f"{path} is {what}, not a checkpoint (a safetensors file starts with 8 bytes)")
-    length = int.from_bytes(prefix, "little")
-    if length > min(size - 8, _MAX_HEADER):
+    length = int.from_bytes(blob[:8], "little")
+    if length > min(len(blob) - 8, _MAX_HEADER):
+        after = "its header" if header_only else f"the file has {len(blob) - 8} after it"
         raise CheckpointError(
-            f"{path}: the header length field says {length} bytes but the file has {size - 8} after it; "
-            f"{_guess_format(prefix)}"
+            f"{path}: the header length field says {length} bytes but {after}; {_guess_format(blob[:8])}"
         )
-    header = _parsed(f.read(length), path)
-    entries = {name: _entry(name, value, path) for name, value in header.items() if name != _METADATA}
+    header = _parsed(blob[8 : 8 + length], path)
     _check_metadata(header.get(_METADATA, {}), path)
-    data_length = size - 8 - length
-    _check_layout(entries, data_length, path)
-    return header, entries, data_length
+    return header, memoryview(blob)[8 + length :]
 
 
 def _guess_format(prefix: bytes) -> str:
@@ -319,10 +334,10 @@ def _parsed(raw: bytes, path: str) -> dict[str, Any]:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError as err:
         raise CheckpointError(f"{path}: the header is not UTF-8 text ({err}); the file is corrupt") from None
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"{path}: the header is not valid JSON ({err}); the file is corrupt") from None
     except _DuplicateKeyError as err:
         raise CheckpointError(f"{path}: the header names tensor {err.args[0]!r} twice") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, and ints beyond Python's 4300 digits
+        raise CheckpointError(f"{path}: the header is not valid JSON ({err}); the file is corrupt") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: the header is JSON but not an object; the file is corrupt")
     return header
@@ -342,34 +357,6 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _is_count(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-def _entry(name: str, value: Any, path: str) -> _Entry:
-    """One tensor's header entry, checked on its own."""
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: the header entry of tensor {name!r} is not an object")
-    code, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
-    if code not in _DTYPES:
-        raise CheckpointError(
-            f"{path}: tensor {name!r} has dtype {code!r}, which funcnet cannot read "
-            f"(known: {', '.join(_DTYPES)})"
-        )
-    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
-        raise CheckpointError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
-        raise CheckpointError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
-    begin, end = offsets
-    dtype = _DTYPES[code]
-    if end - begin != math.prod(shape) * dtype.itemsize:
-        raise CheckpointError(
-            f"{path}: tensor {name!r} spans bytes {begin}..{end} ({end - begin} bytes) but a {code} "
-            f"tensor of shape {tuple(shape)} needs {math.prod(shape) * dtype.itemsize}"
-        )
-    return _Entry(dtype, tuple(shape), begin, end)
-
-
 def _check_metadata(metadata: Any, path: str) -> None:
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{path}: __metadata__ must map str to str, got {metadata!r:.200}")
@@ -382,39 +369,71 @@ def _check_metadata(metadata: Any, path: str) -> None:
         )
 
 
-def _check_layout(entries: dict[str, _Entry], data_length: int, path: str) -> None:
-    """Every tensor inside the data, no two overlapping, no bytes unaccounted for."""
-    for name, e in entries.items():
-        if e.end > data_length:
-            raise CheckpointError(
-                f"{path} is truncated: tensor {name!r} ends at byte {e.end} of the data, "
-                f"which holds only {data_length} bytes"
-            )
+def _decode(blob: bytes, header: dict[str, Any], path: str) -> dict[str, np.ndarray]:
+    """The tensors, decoded by safetensors; when it refuses the file, the reason in funcnet's words."""
+    for name, value in header.items():  # the dtypes NumPy can hold: safetensors.numpy would KeyError
+        if name != _METADATA and isinstance(value, dict) and value.get("dtype") not in _DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {value.get('dtype')!r}, which funcnet "
+                                  f"cannot read (known: {', '.join(_DTYPES)})")
+    try:
+        return safetensors.numpy.load(blob)
+    except safetensors.SafetensorError as err:
+        reason = _explain(header, len(blob) - 8 - int.from_bytes(blob[:8], "little"), path)
+        raise CheckpointError(reason or f"{path}: safetensors cannot read it ({err}); the file is corrupt") from None
+
+
+def _explain(header: dict[str, Any], data_length: int, path: str) -> str | None:
+    """What is wrong with a header that safetensors refused: the first bad entry or layout fault."""
+    entries = {}
+    for name, value in header.items():
+        if name == _METADATA:
+            continue
+        if not isinstance(value, dict):
+            return f"{path}: the header entry of tensor {name!r} is not an object"
+        code, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
+        if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+            return f"{path}: tensor {name!r} has an invalid shape {shape!r}"
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+            return f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}"
+        begin, end = offsets
+        needed = math.prod(shape) * _DTYPES[code].itemsize
+        if end - begin != needed:
+            return (f"{path}: tensor {name!r} spans bytes {begin}..{end} ({end - begin} bytes) but a {code} "
+                    f"tensor of shape {tuple(shape)} needs {needed}")
+        if end > data_length:
+            return (f"{path} is truncated: tensor {name!r} ends at byte {end} of the data, "
+                    f"which holds only {data_length} bytes")
+        entries[name] = _Entry(_DTYPES[code], tuple(shape), begin, end)
     position, previous = 0, None
     for name, e in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
         if e.begin < position:
-            raise CheckpointError(f"{path}: tensors {previous!r} and {name!r} overlap in the data")
+            return f"{path}: tensors {previous!r} and {name!r} overlap in the data"
         if e.begin > position:
-            raise CheckpointError(f"{path}: data bytes {position}..{e.begin} belong to no tensor")
+            return f"{path}: data bytes {position}..{e.begin} belong to no tensor"
         position, previous = e.end, name
     if position != data_length:
-        raise CheckpointError(f"{path}: {data_length - position} bytes after the last tensor belong to none")
+        return f"{path}: {data_length - position} bytes after the last tensor belong to none"
+    return None
 
 
-def _check_digest(header: dict[str, Any], data: bytes, path: str) -> None:
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_digest(header: dict[str, Any], data: memoryview, path: str) -> None:
     """Files written by other tools carry no digest and are taken as they are; ours must have one."""
     metadata = header.get(_METADATA, {})
     expected = metadata.get(_DIGEST_KEY)
     if expected is None and _FORMAT_KEY in metadata:  # the digest's own key was damaged
         raise CheckpointError(f"{path}: a funcnet checkpoint lacking its {_DIGEST_KEY!r}; header corrupt")
-    if expected is not None and _digest(header, [data]) != expected:
+    if expected is not None and _digest(header, data) != expected:
         raise CheckpointError(f"{path}: checksum mismatch (sha256); the file is corrupt")
 
 
-def _check_same_names(names: list[str], entries: dict[str, _Entry], path: str) -> None:
+def _check_same_names(names: list[str], arrays: Mapping[str, np.ndarray], path: str) -> None:
     wanted = set(names)
-    missing = [n for n in names if n not in entries]
-    unexpected = sorted(n for n in entries if n not in wanted)
+    missing = [n for n in names if n not in arrays]
+    unexpected = sorted(n for n in arrays if n not in wanted)
     if not missing and not unexpected:
         return
     detail = []
@@ -440,23 +459,32 @@ def _template(name: str, leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
     return backend.numpy_dtype(leaf.dtype), tuple(leaf.shape)
 
 
-def _restored(name: str, entry: _Entry, data: bytes, leaf: Any, path: str) -> Any:
+def _restored(name: str, stored: np.ndarray, leaf: Any, path: str) -> Any:
     """The stored tensor checked against the ``like`` leaf, cast to its dtype, on its backend."""
     dtype, shape = _template(name, leaf)
-    if entry.shape != shape:
-        raise CheckpointError(f"{path}: leaf {name!r} should have shape {shape}, the file has {entry.shape}")
-    if dtype.kind not in "biuf" or _kind(dtype) != _kind(entry.dtype):
-        raise CheckpointError(f"{path}: leaf {name!r} should be {dtype}, the file has {entry.dtype.name}")
-    count = math.prod(entry.shape)
-    stored = np.frombuffer(data, dtype=entry.dtype, count=count, offset=entry.begin).reshape(entry.shape)
-    if entry.dtype.kind == "b":  # a foreign file's bool bytes may be any value; NumPy expects 0 or 1
+    if stored.shape != shape:
+        raise CheckpointError(f"{path}: leaf {name!r} should have shape {shape}, the file has {stored.shape}")
+    if dtype.kind not in "biuf" or _kind(dtype) != _kind(stored.dtype):
+        raise CheckpointError(f"{path}: leaf {name!r} should be {dtype}, the file has {stored.dtype.name}")
+    if stored.dtype.kind == "b":  # a foreign file's bool bytes may be any value; NumPy expects 0 or 1
         stored = np.asarray(stored.view(np.uint8) != 0)  # asarray: a 0-d comparison gives a scalar
-    host = stored.astype(dtype)  # a copy: writable, native byte order, not tied to the file's bytes
-    if dtype.kind in "iu" and not np.array_equal(host, stored):
+    elif dtype.kind in "iu" and stored.size and not _fits(stored, dtype):
         raise CheckpointError(
-            f"{path}: leaf {name!r} has values that do not fit {dtype} (the file has {entry.dtype.name})"
+            f"{path}: leaf {name!r} has values that do not fit {dtype} (the file has {stored.dtype.name})"
         )
+    elif dtype.kind == "f" and dtype.itemsize < stored.dtype.itemsize:
+        try:
+            return _like(_narrowed(name, stored, dtype, "load it into a wider template"), leaf)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    host = stored.astype(dtype)  # a copy: writable, native byte order, not tied to the file's bytes
     return _like(host, leaf)
+
+
+def _fits(stored: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether every integer of ``stored`` lies in ``dtype``'s range (compared as Python ints: exact)."""
+    info = np.iinfo(dtype)
+    return info.min <= int(stored.min()) and int(stored.max()) <= info.max
 
 
 def _like(host: np.ndarray, leaf: Any) -> Any:
