@@ -1,25 +1,79 @@
 """Array backends: which exist, which are usable, and moving trees of arrays between them.
 
 The array module (``xp``) is never global. Code learns it from its arrays with
-:func:`namespace`, which is one dictionary look-up on the hot path.
+:func:`namespace`, which is one dictionary look-up on the hot path. Backends are recognised
+with array_api_compat's namespace predicates (:func:`is_numpy`, :func:`is_jax`, :func:`is_cupy`,
+:func:`is_array_api_strict`), never by module-name strings.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from funcnet import tree
 
+__all__ = [
+    "IN_PLACE_MIN_SIZE",
+    "NAMES",
+    "BackendUnavailableError",
+    "available",
+    "dtype_kind",
+    "get",
+    "is_array_api_strict",
+    "is_complex",
+    "is_cupy",
+    "is_floating",
+    "is_integer",
+    "is_jax",
+    "is_numpy",
+    "is_traced",
+    "name_of",
+    "namespace",
+    "numpy_dtype",
+    "put",
+    "reduce_max",
+    "reduce_sum",
+    "to_numpy",
+    "why_unavailable",
+]
+
 NAMES = ("numpy", "cupy", "jax", "array_api_strict")
+GPU_INSTALL = 'pip install -e ".[gpu]"'
+GPU_NEEDS = "CuPy 14's [ctk] extra (cupy-cuda12x[ctk]) or a CUDA toolkit, and an NVIDIA GPU with its driver"
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend was asked for that is not installed or cannot run here."""
+    """A backend was asked for that is not installed or cannot run here.
+
+    Example:
+        >>> issubclass(BackendUnavailableError, RuntimeError)
+        True
+    """
+
+
+def _probe_cupy(cupy: ModuleType) -> None:
+    """A tiny real computation (a matmul and a reduction, read back): ``cupy.is_available()``
+    only counts devices, while a too-old driver or a missing CUDA toolkit (cuBLAS, NVRTC) fails
+    on first use. Raises BackendUnavailableError with the underlying CUDA error's text."""
+    try:
+        a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+        total = float(cupy.sum(cupy.matmul(a, a)))
+    except Exception as err:
+        raise BackendUnavailableError(
+            f"backend 'cupy' is installed and sees a GPU, but a first computation on it failed "
+            f"({type(err).__name__}: {err}); it needs {GPU_NEEDS}"
+        ) from err
+    if total != 44.0:  # [[0, 1], [2, 3]] squared is [[2, 3], [6, 11]]
+        raise BackendUnavailableError(
+            f"backend 'cupy' computed a wrong result in its first computation (sum {total}, expected 44)"
+        )
 
 
 def _load(name: str) -> ModuleType:
@@ -33,12 +87,12 @@ def _load(name: str) -> ModuleType:
         return importlib.import_module("array_api_strict")
     if name == "jax":
         if importlib.util.find_spec("jax") is None:
-            raise BackendUnavailableError("backend 'jax' is not installed (pip install 'funcnet[jax]')")
+            raise BackendUnavailableError("backend 'jax' is not installed (pip install -e \".[jax]\")")
         return importlib.import_module("jax.numpy")
     if name == "cupy":
         if importlib.util.find_spec("cupy") is None:
             raise BackendUnavailableError(
-                "backend 'cupy' is not installed (pip install 'funcnet[gpu]'; it needs an NVIDIA GPU)"
+                f"backend 'cupy' is not installed ({GPU_INSTALL}; it needs {GPU_NEEDS})"
             )
         try:
             cupy = importlib.import_module("cupy")
@@ -52,6 +106,7 @@ def _load(name: str) -> ModuleType:
             raise BackendUnavailableError(
                 "backend 'cupy' is installed but no usable CUDA device was found"
             )
+        _probe_cupy(cupy)
         # cupy itself lacks parts of the Array API (astype, concat, ... in some versions);
         # array_api_compat's wrapper adds them around the same cupy arrays
         try:
@@ -67,7 +122,23 @@ _MODULES: dict[str, ModuleType] = {}
 
 
 def get(name: str | ModuleType) -> ModuleType:
-    """The array module of a backend by name; raises a message saying why when it is unusable."""
+    """The array module of a backend by name.
+
+    Args:
+        name: ``"numpy"``, ``"cupy"``, ``"jax"`` or ``"array_api_strict"``; a module passes through.
+
+    Returns:
+        The array module (``array_api_compat.cupy`` for cupy, ``jax.numpy`` for jax).
+
+    Raises:
+        BackendUnavailableError: the backend cannot run here; the message says why.
+        ValueError: an unknown name.
+        TypeError: ``name`` is neither a str nor a module.
+
+    Example:
+        >>> get("numpy").__name__
+        'numpy'
+    """
     if isinstance(name, ModuleType):
         return name
     if not isinstance(name, str):
@@ -78,7 +149,15 @@ def get(name: str | ModuleType) -> ModuleType:
 
 
 def available() -> list[str]:
-    """The names of the backends that can run on this machine."""
+    """The names of the backends that can run on this machine.
+
+    Returns:
+        A list of backend names, in the order of :data:`NAMES`.
+
+    Example:
+        >>> "numpy" in available()
+        True
+    """
     usable = []
     for name in NAMES:
         try:
@@ -90,12 +169,90 @@ def available() -> list[str]:
 
 
 def why_unavailable(name: str) -> str | None:
-    """None when the backend is usable, otherwise the reason it is not."""
+    """None when the backend is usable, otherwise the reason it is not.
+
+    Args:
+        name: a backend name.
+
+    Returns:
+        None, or one line saying what is missing (and for cupy the underlying CUDA error).
+
+    Raises:
+        ValueError: an unknown name.
+
+    Example:
+        >>> why_unavailable("numpy") is None
+        True
+    """
     try:
         get(name)
     except BackendUnavailableError as err:
         return str(err)
     return None
+
+
+def is_numpy(xp: ModuleType) -> bool:
+    """True for NumPy's array module (bare or array_api_compat's wrapper).
+
+    Args:
+        xp: an array module.
+
+    Returns:
+        Whether it is NumPy.
+
+    Example:
+        >>> is_numpy(np)
+        True
+    """
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_jax(xp: ModuleType) -> bool:
+    """True for ``jax.numpy``.
+
+    Args:
+        xp: an array module.
+
+    Returns:
+        Whether it is jax's.
+
+    Example:
+        >>> is_jax(np)
+        False
+    """
+    return array_api_compat.is_jax_namespace(xp)
+
+
+def is_cupy(xp: ModuleType) -> bool:
+    """True for cupy's array module (bare or array_api_compat's wrapper); cupy is not imported.
+
+    Args:
+        xp: an array module.
+
+    Returns:
+        Whether it is cupy's.
+
+    Example:
+        >>> is_cupy(np)
+        False
+    """
+    return array_api_compat.is_cupy_namespace(xp)
+
+
+def is_array_api_strict(xp: ModuleType) -> bool:
+    """True for ``array_api_strict``.
+
+    Args:
+        xp: an array module.
+
+    Returns:
+        Whether it is array_api_strict.
+
+    Example:
+        >>> is_array_api_strict(np)
+        False
+    """
+    return array_api_compat.is_array_api_strict_namespace(xp)
 
 
 # type(array) -> its namespace. One dict look-up per call instead of array_api_compat's
@@ -104,15 +261,13 @@ _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {np.ndarray: np}
 
 
 def _namespace_of_type(kind: type, example: Any) -> ModuleType:
-    if kind.__module__.startswith("cupy"):
+    if array_api_compat.is_cupy_array(example):
         xp = get("cupy")  # the array_api_compat wrapper, never bare cupy
     elif hasattr(example, "__array_namespace__"):
         xp = example.__array_namespace__()
     else:
-        import array_api_compat
-
         xp = array_api_compat.array_namespace(example)
-    if kind.__module__.startswith("jax") and "Tracer" in kind.__name__:
+    if is_traced(example):
         return xp  # tracer classes are many and short-lived: do not grow the cache with them
     _NAMESPACE_BY_TYPE[kind] = xp
     return xp
@@ -121,7 +276,18 @@ def _namespace_of_type(kind: type, example: Any) -> ModuleType:
 def namespace(*arrays: Any) -> ModuleType:
     """The array module shared by ``arrays`` (Python scalars and None are ignored).
 
-    Raises TypeError when arrays of two backends are mixed in one call.
+    Args:
+        *arrays: arrays of one backend, Python scalars, None.
+
+    Returns:
+        Their array module (cupy's array_api_compat wrapper for cupy arrays).
+
+    Raises:
+        TypeError: arrays of two backends are mixed, or no array is given.
+
+    Example:
+        >>> namespace(np.ones(2), 1.0) is np
+        True
     """
     found = None
     for a in arrays:
@@ -142,42 +308,89 @@ def namespace(*arrays: Any) -> ModuleType:
 
 
 def name_of(xp: ModuleType) -> str:
-    """The backend name of an array module (``numpy``, ``cupy``, ``jax``, ``array_api_strict``)."""
-    module = xp.__name__
-    if module == "numpy":
+    """The backend name of an array module (``numpy``, ``cupy``, ``jax``, ``array_api_strict``).
+
+    Args:
+        xp: an array module.
+
+    Returns:
+        Its backend name; the module's own name for a module funcnet does not know.
+
+    Example:
+        >>> name_of(get("numpy"))
+        'numpy'
+    """
+    if is_numpy(xp):
         return "numpy"
-    if module.startswith("jax"):
+    if is_jax(xp):
         return "jax"
-    if module.startswith(("cupy", "array_api_compat.cupy")):
+    if is_cupy(xp):
         return "cupy"
-    if module.startswith("array_api_strict"):
+    if is_array_api_strict(xp):
         return "array_api_strict"
-    return module
+    return xp.__name__
 
 
 def _to_host(x: Any) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
-    if isinstance(x, np.generic | int | float | bool):
+    if isinstance(x, np.generic | int | float | bool | complex):
         return np.asarray(x)
-    module = type(x).__module__
-    if module.startswith("cupy"):
+    if array_api_compat.is_cupy_array(x):
         return x.get()
-    if module.startswith("array_api_strict"):
-        return np.from_dlpack(x)
-    return np.asarray(x)
+    if array_api_compat.is_jax_array(x):
+        return np.asarray(x)
+    return np.from_dlpack(x)  # array_api_strict and any other DLPack-speaking host array
 
 
 def to_numpy(tree_: Any) -> Any:
-    """A tree with every array leaf copied (or viewed) as a host NumPy array."""
+    """A tree with every array leaf copied (or viewed) as a host NumPy array.
+
+    Args:
+        tree_: a tree of arrays of any backend (and Python scalars).
+
+    Returns:
+        The same structure with NumPy leaves.
+
+    Example:
+        >>> to_numpy({"a": 1.5})
+        {'a': array(1.5)}
+    """
     return tree.map(_to_host, tree_)
 
 
-def put(tree_: Any, to: str | ModuleType) -> Any:
-    """A tree with every array leaf moved to backend ``to`` (a name or an array module).
+def _backend_of_leaf(leaf: Any) -> ModuleType | None:
+    """The array module of a device leaf, or None for host values (NumPy, Python scalars)."""
+    if isinstance(leaf, np.ndarray | np.generic | int | float | bool | complex):
+        return None
+    try:
+        return namespace(leaf)
+    except TypeError:
+        return None
 
+
+def put(tree_: Any, to: str | ModuleType) -> Any:
+    """A tree with every array leaf moved to backend ``to``.
+
+    A leaf already on ``to`` is returned as it is (no copy, never through the host).
     Dtypes are kept; on jax, float64 needs ``jax_enable_x64`` (jax's own rule), and a float64
     leaf that would silently become float32 raises instead.
+
+    Args:
+        tree_: a tree of arrays of any backend (and Python scalars).
+        to: a backend name or an array module.
+
+    Returns:
+        The same structure with leaves on ``to``.
+
+    Raises:
+        BackendUnavailableError: ``to`` cannot run here.
+        TypeError: a float64 leaf would silently become float32 on jax.
+
+    Example:
+        >>> x = np.ones(2)
+        >>> put(x, "numpy") is x
+        True
     """
     xp = get(to)
     name = name_of(xp)
@@ -185,6 +398,9 @@ def put(tree_: Any, to: str | ModuleType) -> Any:
     def move(leaf: Any) -> Any:
         if _NAMESPACE_BY_TYPE.get(type(leaf)) is xp:
             return leaf  # already there: no copy
+        source = _backend_of_leaf(leaf)
+        if source is not None and name_of(source) == name:
+            return leaf  # already there, its type not cached yet: still no copy
         host = _to_host(leaf)
         if name == "numpy":
             return host
@@ -196,16 +412,26 @@ def put(tree_: Any, to: str | ModuleType) -> Any:
                     "a float64 leaf cannot move to jax without jax_enable_x64 "
                     "(it would silently become float32); cast it or enable x64"
                 )
-            return xp.asarray(host)
         return xp.asarray(host)
 
     return tree.map(move, tree_)
 
 
 def is_traced(x: Any) -> bool:
-    """True for a jax tracer (inside ``jax.jit``): its values cannot be read, only its shape."""
-    kind = type(x)
-    return kind.__module__.startswith("jax") and "Tracer" in kind.__name__
+    """True for a jax tracer (inside ``jax.jit``): its values cannot be read, only its shape.
+
+    Args:
+        x: anything.
+
+    Returns:
+        Whether ``x`` is a jax tracer (False whenever jax was never imported).
+
+    Example:
+        >>> is_traced(np.ones(2))
+        False
+    """
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
 
 
 _KINDS: dict[tuple[type, Any], str] = {}
@@ -216,6 +442,16 @@ def dtype_kind(dtype: Any) -> str:
 
     Cached, since layers ask on every call; keyed by the dtype's type first, so that
     array_api_strict dtypes are never compared with NumPy's.
+
+    Args:
+        dtype: a dtype (or its name) of any backend.
+
+    Returns:
+        One letter, as ``numpy.dtype(...).kind``.
+
+    Example:
+        >>> dtype_kind("float32")
+        'f'
     """
     key = (type(dtype), dtype)
     kind = _KINDS.get(key)
@@ -225,7 +461,21 @@ def dtype_kind(dtype: Any) -> str:
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:
-    """NumPy's dtype for a dtype of any backend (a name, NumPy's, jax's, array_api_strict's)."""
+    """NumPy's dtype for a dtype of any backend (a name, NumPy's, jax's, array_api_strict's).
+
+    Args:
+        dtype: a dtype or a dtype's name.
+
+    Returns:
+        The NumPy dtype of the same name.
+
+    Raises:
+        TypeError: not a dtype NumPy knows.
+
+    Example:
+        >>> numpy_dtype("int32")
+        dtype('int32')
+    """
     try:
         return np.dtype(dtype)
     except TypeError:  # array_api_strict's own dtype objects, named like NumPy's
@@ -233,17 +483,50 @@ def numpy_dtype(dtype: Any) -> np.dtype:
 
 
 def is_floating(dtype: Any) -> bool:
-    """True for a real floating dtype of any backend."""
+    """True for a real floating dtype of any backend.
+
+    Args:
+        dtype: a dtype of any backend.
+
+    Returns:
+        Whether it is float16, float32 or float64.
+
+    Example:
+        >>> is_floating(np.float32), is_floating(np.int32)
+        (True, False)
+    """
     return dtype_kind(dtype) == "f"
 
 
 def is_complex(dtype: Any) -> bool:
-    """True for a complex dtype of any backend."""
+    """True for a complex dtype of any backend.
+
+    Args:
+        dtype: a dtype of any backend.
+
+    Returns:
+        Whether it is complex.
+
+    Example:
+        >>> is_complex(np.complex64)
+        True
+    """
     return dtype_kind(dtype) == "c"
 
 
 def is_integer(dtype: Any) -> bool:
-    """True for a signed or unsigned integer dtype of any backend (bool excluded)."""
+    """True for a signed or unsigned integer dtype of any backend (bool excluded).
+
+    Args:
+        dtype: a dtype of any backend.
+
+    Returns:
+        Whether it is a signed or unsigned integer dtype.
+
+    Example:
+        >>> is_integer(np.uint32), is_integer(np.bool_)
+        (True, False)
+    """
     return dtype_kind(dtype) in ("i", "u")
 
 
@@ -255,14 +538,42 @@ same function has just allocated); below it the keyword costs more than the allo
 # np.sum / np.max go through a Python wrapper that costs as much as the reduction itself on
 # the small arrays of the seed's workload; the ufunc's own reduce gives the same numbers.
 def reduce_sum(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    """``xp.sum(x, axis=axis, keepdims=keepdims)``, without NumPy's wrapper overhead."""
+    """``xp.sum(x, axis=axis, keepdims=keepdims)``, without NumPy's wrapper overhead.
+
+    Args:
+        xp: the array module of ``x``.
+        x: an array.
+        axis: the axis or axes to reduce (None: all).
+        keepdims: keep the reduced axes with length 1.
+
+    Returns:
+        The sum.
+
+    Example:
+        >>> reduce_sum(np, np.ones((2, 3)), axis=1).tolist()
+        [3.0, 3.0]
+    """
     if xp is np:
         return np.add.reduce(x, axis=axis, keepdims=keepdims)
     return xp.sum(x, axis=axis, keepdims=keepdims)
 
 
 def reduce_max(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-    """``xp.max(x, axis=axis, keepdims=keepdims)``, without NumPy's wrapper overhead."""
+    """``xp.max(x, axis=axis, keepdims=keepdims)``, without NumPy's wrapper overhead.
+
+    Args:
+        xp: the array module of ``x``.
+        x: an array.
+        axis: the axis or axes to reduce (None: all).
+        keepdims: keep the reduced axes with length 1.
+
+    Returns:
+        The maximum.
+
+    Example:
+        >>> reduce_max(np, np.arange(6).reshape(2, 3), axis=0).tolist()
+        [3, 4, 5]
+    """
     if xp is np:
         return np.maximum.reduce(x, axis=axis, keepdims=keepdims)
     return xp.max(x, axis=axis, keepdims=keepdims)

@@ -123,15 +123,18 @@ def test_nothing_touches_numpy_global_random_state():
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
 
 
-# --- jax keys go through jax.random ---------------------------------------------------------
+# --- jax keys: the same keys and masks as the host; the other draws through jax.random ------
 
 
-def test_jax_keys_use_jax_random():
-    key = jnp.asarray(random.key(SEED))
-    assert _equal(random.split(key, 3), jax.random.split(key, 3))
-    assert _equal(random.fold_in(key, 7), jax.random.fold_in(key, 7))
+def test_jax_keys_split_fold_and_mask_like_the_host():
+    host = random.key(SEED)
+    key = jnp.asarray(host)
+    for got, want in ((random.split(key, 3), random.split(host, 3)),
+                      (random.fold_in(key, 7), random.fold_in(host, 7)),
+                      (random.bernoulli(key, 0.5, (5,)), random.bernoulli(host, 0.5, (5,)))):
+        assert isinstance(got, jax.Array) and _equal(got, want)
     assert _equal(random.normal(key, (5,)), jax.random.normal(key, (5,), jnp.float32))
-    assert _equal(random.bernoulli(key, 0.5, (5,)), jax.random.bernoulli(key, 0.5, (5,)))
+    assert _equal(random.uniform(key, (5,)), jax.random.uniform(key, (5,), jnp.float32))
     assert random.normal(key, (5,)).dtype == jnp.float32
 
 
@@ -140,15 +143,16 @@ def test_jax_keys_work_under_jit():
     def draw(key, step):
         k = random.fold_in(key, step)
         k1, k2 = random.split(k)
-        return random.normal(k1, (4,)), random.uniform(k2, (4,)), random.permutation(k2, 4)
+        return k1, random.normal(k1, (4,)), random.uniform(k2, (4,)), random.permutation(k2, 4)
 
     key = jnp.asarray(random.key(SEED))
-    z, u, p = draw(key, 3)
-    k1, k2 = jax.random.split(jax.random.fold_in(key, 3))
-    assert _equal(z, jax.random.normal(k1, (4,), jnp.float32))
-    assert _equal(u, jax.random.uniform(k2, (4,), jnp.float32))
+    k1, z, u, p = draw(key, jnp.asarray(3, jnp.int32))
+    h1, h2 = random.split(random.fold_in(random.key(SEED), 3))
+    assert _equal(k1, h1)  # traced keys are the host's keys
+    assert _equal(z, jax.random.normal(jnp.asarray(h1), (4,), jnp.float32))
+    assert _equal(u, jax.random.uniform(jnp.asarray(h2), (4,), jnp.float32))
     assert sorted(np.asarray(p).tolist()) == [0, 1, 2, 3]
-    assert _equal(draw(key, 3)[0], z)
+    assert _equal(draw(key, 3)[1], z)
 
 
 # --- initializers ---------------------------------------------------------------------------
