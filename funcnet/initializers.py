@@ -3,6 +3,11 @@
 Every initialiser draws on the host with :mod:`funcnet.random` (in float64 for float64,
 otherwise in float32, scaled, then cast), so the same key gives the same weights on every
 backend once the params are moved there.
+
+Example:
+    >>> from funcnet import random
+    >>> get("zeros")(random.key(0), (2, 3), "float32").shape
+    (2, 3)
 """
 
 from __future__ import annotations
@@ -15,7 +20,27 @@ import numpy as np
 
 from funcnet import random
 
+__all__ = [
+    "BY_NAME",
+    "Initializer",
+    "book",
+    "get",
+    "glorot_normal",
+    "he_normal",
+    "lecun_normal",
+    "normal",
+    "zeros",
+]
+
 Initializer = Callable[[Any, tuple[int, ...], Any], np.ndarray]
+"""The type of an initialiser: ``init(key, shape, dtype="float32") -> host NumPy array``.
+
+Example:
+    >>> from funcnet import random
+    >>> init: Initializer = normal(1.0)
+    >>> init(random.key(0), (2,), "float64").dtype
+    dtype('float64')
+"""
 
 
 def _scaled_normal(stddev: float, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -25,7 +50,20 @@ def _scaled_normal(stddev: float, key: Any, shape: tuple[int, ...], dtype: Any) 
 
 
 def normal(stddev: float = 0.01) -> Initializer:
-    """``stddev * randn``; ``normal(0.01)`` is the book's initialiser."""
+    """``stddev * randn``; ``normal(0.01)`` is the book's initialiser.
+
+    Args:
+        stddev: the standard deviation.
+
+    Returns:
+        An :data:`Initializer`.
+
+    Example:
+        >>> from funcnet import random
+        >>> w = normal(0.01)(random.key(0), (100, 100))
+        >>> w.dtype, bool(abs(float(w.std()) - 0.01) < 1e-3)
+        (dtype('float32'), True)
+    """
     return lambda key, shape, dtype="float32": _scaled_normal(stddev, key, shape, dtype)
 
 
@@ -37,7 +75,19 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def glorot_normal() -> Initializer:
-    """Xavier/Glorot: stddev ``sqrt(2 / (fan_in + fan_out))``; the default for Affine and MatMul."""
+    """Xavier/Glorot: stddev ``sqrt(2 / (fan_in + fan_out))``; the default for Affine and MatMul.
+
+    Fans come from the last two axes (``(fan_in, fan_out)``), times the product of any axes
+    before them.
+
+    Returns:
+        An :data:`Initializer` drawing normals of stddev ``sqrt(2 / (fan_in + fan_out))``.
+
+    Example:
+        >>> from funcnet import random
+        >>> glorot_normal()(random.key(0), (784, 100)).shape
+        (784, 100)
+    """
 
     def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
         fan_in, fan_out = _fans(shape)
@@ -47,7 +97,19 @@ def glorot_normal() -> Initializer:
 
 
 def he_normal() -> Initializer:
-    """He/Kaiming: stddev ``sqrt(2 / fan_in)``, for ReLU networks."""
+    """He/Kaiming: stddev ``sqrt(2 / fan_in)``, for ReLU networks.
+
+    Fans come from the last two axes (``(fan_in, fan_out)``), times the product of any axes
+    before them.
+
+    Returns:
+        An :data:`Initializer` drawing normals of stddev ``sqrt(2 / fan_in)``.
+
+    Example:
+        >>> from funcnet import random
+        >>> he_normal()(random.key(0), (784, 100)).shape
+        (784, 100)
+    """
 
     def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
         fan_in, _ = _fans(shape)
@@ -57,7 +119,19 @@ def he_normal() -> Initializer:
 
 
 def lecun_normal() -> Initializer:
-    """stddev ``sqrt(1 / fan_in)`` (the book's "Xavier" of volume 1)."""
+    """stddev ``sqrt(1 / fan_in)`` (the book's "Xavier" of volume 1).
+
+    Fans come from the last two axes (``(fan_in, fan_out)``), times the product of any axes
+    before them.
+
+    Returns:
+        An :data:`Initializer` drawing normals of stddev ``sqrt(1 / fan_in)``.
+
+    Example:
+        >>> from funcnet import random
+        >>> lecun_normal()(random.key(0), (784, 100)).shape
+        (784, 100)
+    """
 
     def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
         fan_in, _ = _fans(shape)
@@ -67,12 +141,34 @@ def lecun_normal() -> Initializer:
 
 
 def zeros() -> Initializer:
-    """All zeros (biases)."""
+    """All zeros (biases).
+
+    Returns:
+        An :data:`Initializer` that ignores its key.
+
+    Example:
+        >>> zeros()(None, (3,), "float64")
+        array([0., 0., 0.])
+    """
     return lambda key, shape, dtype="float32": np.zeros(shape, dtype=np.dtype(dtype))
 
 
 book = normal(0.01)
-"""The book's ``0.01 * np.random.randn(...)``."""
+"""The book's ``0.01 * np.random.randn(...)`` (drawn from funcnet's keys, not NumPy's global state).
+
+Args:
+    key: a :mod:`funcnet.random` key.
+    shape: the array's shape.
+    dtype: its dtype (default float32).
+
+Returns:
+    A host NumPy array of normals with stddev 0.01.
+
+Example:
+    >>> from funcnet import random
+    >>> book(random.key(0), (2, 2)).dtype
+    dtype('float32')
+"""
 
 BY_NAME: dict[str, Callable[[], Initializer]] = {
     "glorot": glorot_normal,
@@ -82,10 +178,34 @@ BY_NAME: dict[str, Callable[[], Initializer]] = {
     "book": lambda: book,
     "zeros": zeros,
 }
+"""The initialisers by name (a name to a function of no arguments returning one).
+
+Example:
+    >>> sorted(BY_NAME)
+    ['book', 'glorot', 'he', 'lecun', 'xavier', 'zeros']
+"""
 
 
 def get(init: str | Initializer) -> Initializer:
-    """An initialiser from a name (``glorot``, ``he``, ``lecun``, ``book``, ``zeros``) or itself."""
+    """An initialiser from a name (``glorot``, ``he``, ``lecun``, ``book``, ``zeros``) or itself.
+
+    Args:
+        init: a name from :data:`BY_NAME`, or an initialiser (any callable, returned as is).
+
+    Returns:
+        An :data:`Initializer`.
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+
+    Example:
+        >>> get("he") is not None
+        True
+        >>> get("uniform")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown initialiser 'uniform'; expected one of ['book', 'glorot', 'he', 'lecun', 'xavier', 'zeros']
+    """
     if callable(init):
         return init
     if init not in BY_NAME:

@@ -9,6 +9,12 @@ Every primitive is a ``Primitive(apply, vjp)``::
 Broadcasting is the seed's Repeat node in disguise, so the backward rule of a broadcasting
 ``add``/``multiply`` is its dual, Sum: the incoming gradient is summed back to each operand's
 shape (:func:`unbroadcast`).
+
+Example:
+    >>> import numpy as np
+    >>> z, pullback = multiply.vjp(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    >>> z, pullback(np.ones(2))
+    (array([3., 8.]), (array([3., 4.]), array([1., 2.])))
 """
 
 from __future__ import annotations
@@ -21,9 +27,46 @@ import numpy as np
 
 from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, namespace, reduce_max, reduce_sum
 
+__all__ = [
+    "PRIMITIVES",
+    "Primitive",
+    "add",
+    "branch",
+    "exp",
+    "log",
+    "log_softmax",
+    "matmul",
+    "multiply",
+    "relu",
+    "repeat",
+    "shifted_by_max",
+    "sigmoid",
+    "softmax",
+    "square",
+    "subtract",
+    "sum",
+    "tanh",
+    "unbroadcast",
+]
+
 
 class Primitive(NamedTuple):
-    """A pure function together with its vector-Jacobian product."""
+    """A pure function together with its vector-Jacobian product: a node of the graph.
+
+    Build your own from two functions, as every primitive here is built.
+
+    Attributes:
+        apply: ``apply(*args, **static) -> out``.
+        vjp: ``vjp(*args, **static) -> (out, pullback)``; ``pullback(d_out)`` returns one
+            cotangent per array argument (a tuple when there are several).
+
+    Example:
+        >>> import numpy as np
+        >>> cube = Primitive(lambda x: x ** 3, lambda x: (x ** 3, lambda dy: dy * 3 * x ** 2))
+        >>> y, pullback = cube.vjp(np.array([2.0]))
+        >>> y, pullback(np.array([1.0]))
+        (array([8.]), array([12.]))
+    """
 
     apply: Callable[..., Any]
     vjp: Callable[..., tuple[Any, Callable[..., Any]]]
@@ -34,7 +77,25 @@ def _shape(x: Any) -> tuple[int, ...]:
 
 
 def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
-    """``g`` summed over the axes that broadcasting added to reach ``g``'s shape from ``shape``."""
+    """``g`` summed over the axes that broadcasting added to reach ``g``'s shape from ``shape``.
+
+    The backward of the Repeat node that broadcasting is: the gradient of a broadcast operand.
+
+    Args:
+        g: an incoming gradient of the broadcast result's shape.
+        shape: the operand's shape before broadcasting.
+
+    Returns:
+        ``g`` itself when the shapes agree, otherwise a new array of shape ``shape``.
+
+    Example:
+        >>> import numpy as np
+        >>> unbroadcast(np.ones((2, 3)), (3,))
+        array([2., 2., 2.])
+        >>> unbroadcast(np.ones((2, 3)), (2, 1))
+        array([[3.],
+               [3.]])
+    """
     if _shape(g) == tuple(shape):
         return g
     xp = namespace(g)
@@ -77,7 +138,23 @@ def _add_vjp(x: Any, y: Any):
 
 
 add = Primitive(_add, _add_vjp)
-"""The addition node: ``z = x + y``; both operands receive ``dz`` (summed back to their shape)."""
+"""The addition node: ``z = x + y``; both operands receive ``dz`` (summed back to their shape).
+
+Args:
+    x, y: arrays (or scalars) that broadcast together.
+
+Returns:
+    ``apply``: ``x + y``; ``vjp``: ``(z, pullback)`` with ``pullback(dz) -> (dx, dy)``.
+
+Raises:
+    ValueError: shapes that do not broadcast, naming both.
+
+Example:
+    >>> import numpy as np
+    >>> z, pullback = add.vjp(np.zeros((2, 3)), np.zeros(3))
+    >>> pullback(np.ones((2, 3)))[1]
+    array([2., 2., 2.])
+"""
 
 
 def _subtract(x: Any, y: Any) -> Any:
@@ -95,7 +172,23 @@ def _subtract_vjp(x: Any, y: Any):
 
 
 subtract = Primitive(_subtract, _subtract_vjp)
-"""``z = x - y``."""
+"""The subtraction node: ``z = x - y``; ``dx = dz``, ``dy = -dz`` (summed back to their shape).
+
+Args:
+    x, y: arrays (or scalars) that broadcast together.
+
+Returns:
+    ``apply``: ``x - y``; ``vjp``: ``(z, pullback)`` with ``pullback(dz) -> (dx, dy)``.
+
+Raises:
+    ValueError: shapes that do not broadcast, naming both.
+
+Example:
+    >>> import numpy as np
+    >>> z, pullback = subtract.vjp(np.array([3.0]), np.array([1.0]))
+    >>> z, pullback(np.array([1.0]))
+    (array([2.]), (array([1.]), array([-1.])))
+"""
 
 
 def _multiply(x: Any, y: Any) -> Any:
@@ -113,7 +206,23 @@ def _multiply_vjp(x: Any, y: Any):
 
 
 multiply = Primitive(_multiply, _multiply_vjp)
-"""The multiplication node: ``z = x * y``; each operand receives ``dz`` times the other one."""
+"""The multiplication node: ``z = x * y``; each operand receives ``dz`` times the other one.
+
+Args:
+    x, y: arrays (or scalars) that broadcast together.
+
+Returns:
+    ``apply``: ``x * y``; ``vjp``: ``(z, pullback)`` with ``pullback(dz) -> (dx, dy)``.
+
+Raises:
+    ValueError: shapes that do not broadcast, naming both.
+
+Example:
+    >>> import numpy as np
+    >>> multiply.apply(np.array([[1, 2], [3, 4]]), 10)
+    array([[10, 20],
+           [30, 40]])
+"""
 
 
 def _matmul(x: Any, w: Any) -> Any:
@@ -134,7 +243,25 @@ def _matmul_vjp(x: Any, w: Any):
 
 
 matmul = Primitive(_matmul, _matmul_vjp)
-"""The MatMul node ``y = x @ W``: ``dx = dy @ W.T`` and ``dW = x.T @ dy``."""
+"""The MatMul node ``y = x @ W``: ``dx = dy @ W.T`` and ``dW = x.T @ dy``.
+
+Args:
+    x: an ``(N, D)`` array.
+    w: a ``(D, H)`` array.
+
+Returns:
+    ``apply``: the ``(N, H)`` product; ``vjp``: ``(y, pullback)`` with
+    ``pullback(dy) -> (dx, dW)``.
+
+Raises:
+    ValueError: arrays that are not 2-d or whose inner sizes differ, naming both shapes.
+
+Example:
+    >>> import numpy as np
+    >>> matmul.apply(np.array([[1, 2], [3, 4]]), np.array([[5, 6], [7, 8]]))
+    array([[19, 22],
+           [43, 50]])
+"""
 
 
 # --- graph plumbing: branch, repeat, sum ----------------------------------------------------
@@ -157,7 +284,25 @@ def _branch_vjp(x: Any, n: int = 2):
 
 
 branch = Primitive(_branch, _branch_vjp)
-"""The branch (copy) node: one value used ``n`` times; the gradients of the uses add up."""
+"""The branch (copy) node: one value used ``n`` times; the gradients of the uses add up.
+
+Args:
+    x: any array.
+    n: the number of uses (static, default 2).
+
+Returns:
+    ``apply``: a tuple of ``n`` references to ``x``; ``vjp``: ``(outs, pullback)`` with
+    ``pullback(dys) -> sum(dys)``.
+
+Raises:
+    ValueError: (from the pullback) a number of cotangents other than ``n``.
+
+Example:
+    >>> import numpy as np
+    >>> outs, pullback = branch.vjp(np.array([1.0]), n=3)
+    >>> len(outs), pullback((np.array([1.0]), np.array([2.0]), np.array([3.0])))
+    (3, array([6.]))
+"""
 
 
 def _repeat(x: Any, n: int, axis: int = 0) -> Any:
@@ -176,7 +321,23 @@ def _repeat_vjp(x: Any, n: int, axis: int = 0):
 
 
 repeat = Primitive(_repeat, _repeat_vjp)
-"""The Repeat node: each slice along ``axis`` copied ``n`` times; backward is a Sum."""
+"""The Repeat node: each slice along ``axis`` copied ``n`` times; backward is a Sum.
+
+Args:
+    x: any array.
+    n: the number of copies of each slice (static).
+    axis: the axis repeated along (static, default 0).
+
+Returns:
+    ``apply``: ``x`` with ``n`` times as many entries along ``axis``; ``vjp``:
+    ``(y, pullback)`` with ``pullback(dy)`` summing each group of ``n`` copies.
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = repeat.vjp(np.array([[1.0, 2.0]]), 3, axis=0)
+    >>> y.shape, pullback(np.ones((3, 2)))
+    ((3, 2), array([[3., 3.]]))
+"""
 
 
 def _sum(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
@@ -199,7 +360,24 @@ def _sum_vjp(x: Any, axis: int | None = None, keepdims: bool = False):
 
 
 sum = Primitive(_sum, _sum_vjp)
-"""The Sum node: backward copies the gradient to every summed element (a Repeat)."""
+"""The Sum node: backward copies the gradient to every summed element (a Repeat).
+
+Args:
+    x: any array.
+    axis: the axis summed over, or None for all (static).
+    keepdims: keep the summed axis with size 1 (static).
+
+Returns:
+    ``apply``: the sum; ``vjp``: ``(y, pullback)`` with ``pullback(dy)`` a fresh array of
+    ``x``'s shape.
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = sum.vjp(np.ones((2, 3)), axis=1)
+    >>> y, pullback(np.array([1.0, 2.0]))
+    (array([3., 3.]), array([[1., 1., 1.],
+           [2., 2., 2.]]))
+"""
 
 
 # --- element-wise ---------------------------------------------------------------------------
@@ -214,7 +392,20 @@ def _square_vjp(x: Any):
 
 
 square = Primitive(_square, _square_vjp)
-"""``y = x ** 2``; ``dx = 2 x dy``."""
+"""``y = x ** 2``; ``dx = 2 x dy``.
+
+Args:
+    x: any array.
+
+Returns:
+    ``apply``: ``x * x``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> 2 x dy``.
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = square.vjp(np.array([3.0]))
+    >>> y, pullback(np.array([1.0]))
+    (array([9.]), array([6.]))
+"""
 
 
 def _exp(x: Any) -> Any:
@@ -227,7 +418,19 @@ def _exp_vjp(x: Any):
 
 
 exp = Primitive(_exp, _exp_vjp)
-"""``y = exp(x)``; ``dx = y dy``."""
+"""``y = exp(x)``; ``dx = y dy``.
+
+Args:
+    x: a floating array.
+
+Returns:
+    ``apply``: ``exp(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> y dy``.
+
+Example:
+    >>> import numpy as np
+    >>> exp.apply(np.array([0.0]))
+    array([1.])
+"""
 
 
 def _log(x: Any) -> Any:
@@ -239,7 +442,20 @@ def _log_vjp(x: Any):
 
 
 log = Primitive(_log, _log_vjp)
-"""``y = log(x)``; ``dx = dy / x``."""
+"""``y = log(x)``; ``dx = dy / x``.
+
+Args:
+    x: a positive floating array.
+
+Returns:
+    ``apply``: ``log(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> dy / x``.
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = log.vjp(np.array([1.0, 4.0]))
+    >>> y[0], pullback(np.ones(2))
+    (np.float64(0.0), array([1.  , 0.25]))
+"""
 
 
 # (module, dtype) -> c, with exp(-c) the smallest normal number (a few ulp inside). Keyed by
@@ -292,7 +508,22 @@ def _sigmoid_vjp(x: Any):
 
 
 sigmoid = Primitive(_sigmoid, _sigmoid_vjp)
-"""``y = 1 / (1 + exp(-x))`` computed without overflow; ``dx = dy y (1 - y)``."""
+"""``y = 1 / (1 + exp(-x))`` computed without overflow; ``dx = dy y (1 - y)``.
+
+Accurate to a few ulp for every ``x``, no floating-point warning, NaN stays NaN.
+
+Args:
+    x: a floating array.
+
+Returns:
+    ``apply``: ``sigmoid(x)``; ``vjp``: ``(y, pullback)`` with
+    ``pullback(dy) -> dy y (1 - y)``.
+
+Example:
+    >>> import numpy as np
+    >>> sigmoid.apply(np.array([-1000.0, 0.0, 1000.0]))  # far out: the smallest normal, 1
+    array([2.22507386e-308, 5.00000000e-001, 1.00000000e+000])
+"""
 
 
 def _tanh(x: Any) -> Any:
@@ -305,7 +536,20 @@ def _tanh_vjp(x: Any):
 
 
 tanh = Primitive(_tanh, _tanh_vjp)
-"""``y = tanh(x)``; ``dx = dy (1 - y^2)``."""
+"""``y = tanh(x)``; ``dx = dy (1 - y^2)``.
+
+Args:
+    x: a floating array.
+
+Returns:
+    ``apply``: ``tanh(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> dy (1 - y^2)``.
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = tanh.vjp(np.array([0.0]))
+    >>> y, pullback(np.array([2.0]))
+    (array([0.]), array([2.]))
+"""
 
 
 def _relu(x: Any) -> Any:
@@ -319,7 +563,21 @@ def _relu_vjp(x: Any):
 
 
 relu = Primitive(_relu, _relu_vjp)
-"""``y = max(x, 0)``; the gradient passes where ``x > 0``."""
+"""``y = max(x, 0)``; the gradient passes where ``x > 0``.
+
+Args:
+    x: a real array.
+
+Returns:
+    ``apply``: ``max(x, 0)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy)`` equal to
+    ``dy`` where ``x > 0`` and 0 elsewhere (0 at the kink).
+
+Example:
+    >>> import numpy as np
+    >>> y, pullback = relu.vjp(np.array([-1.0, 0.0, 2.0]))
+    >>> y, pullback(np.array([5.0, 5.0, 5.0]))
+    (array([0., 0., 2.]), array([0., 0., 5.]))
+"""
 
 
 def _softmax(x: Any, axis: int = -1) -> Any:
@@ -339,12 +597,67 @@ def _softmax_vjp(x: Any, axis: int = -1):
 
 
 softmax = Primitive(_softmax, _softmax_vjp)
-"""``y = exp(x) / sum(exp(x))`` along ``axis`` (max-shifted); ``dx = y (dy - sum(dy y))``."""
+"""``y = exp(x) / sum(exp(x))`` along ``axis`` (max-shifted); ``dx = y (dy - sum(dy y))``.
+
+Args:
+    x: a floating array.
+    axis: the axis normalised over (static, default -1).
+
+Returns:
+    ``apply``: rows of probabilities, finite for finite ``x``; ``vjp``: ``(y, pullback)``.
+
+Example:
+    >>> import numpy as np
+    >>> softmax.apply(np.array([[0.0, 0.0], [1000.0, 0.0]]))
+    array([[0.5, 0.5],
+           [1. , 0. ]])
+"""
+
+
+# (module, dtype) -> the dtype's largest finite number, keyed like _CLIP
+_LARGEST: dict[tuple[Any, Any], float] = {}
+
+
+def shifted_by_max(xp: Any, x: Any, axis: int = -1) -> Any:
+    """``x - max(x)`` along ``axis``, floored at minus the dtype's largest finite number.
+
+    The log-sum-exp shift. For finite ``x`` the difference overflows to ``-inf`` only when a
+    row spans more than the dtype's range (float32 ``[3e38, -3e38]``); the floor keeps it
+    finite, so ``0 * shifted`` stays 0 and log-softmax stays finite. ``exp`` of the floor is
+    0, as ``exp(-inf)`` is. Every entry of ordinary inputs is bit for bit ``x - max``.
+
+    Args:
+        xp: the array module of ``x``.
+        x: a floating array.
+        axis: the axis the maximum is taken along.
+
+    Returns:
+        An array of ``x``'s shape and dtype, every entry in ``[-largest, 0]`` for finite ``x``.
+
+    Example:
+        >>> import numpy as np
+        >>> shifted_by_max(np, np.array([[1.0, 3.0, 2.0]]))
+        array([[-2.,  0., -1.]])
+        >>> with np.errstate(over="ignore"):  # the subtraction overflows; the floor catches it
+        ...     shifted_by_max(np, np.array([[3e38, -3e38]], np.float32))
+        array([[ 0.0000000e+00, -3.4028235e+38]], dtype=float32)
+    """
+    # x - max itself still overflows (NumPy warns once); the floor is one cheap pass that
+    # turns its -inf back into a number, where a non-overflowing shift would cost three
+    z = x - reduce_max(xp, x, axis=axis, keepdims=True)
+    largest = _LARGEST.get((xp, x.dtype))
+    if largest is None:
+        if not is_floating(x.dtype):
+            return z
+        largest = _LARGEST[(xp, x.dtype)] = float(xp.finfo(x.dtype).max)
+    if type(z) is np.ndarray:
+        return np.maximum(z, -largest, out=z)  # z is this call's own fresh buffer
+    return xp.maximum(z, -largest)
 
 
 def _log_softmax(x: Any, axis: int = -1) -> Any:
     xp = namespace(x)
-    z = x - reduce_max(xp, x, axis=axis, keepdims=True)
+    z = shifted_by_max(xp, x, axis)
     return z - xp.log(reduce_sum(xp, xp.exp(z), axis=axis, keepdims=True))
 
 
@@ -359,7 +672,24 @@ def _log_softmax_vjp(x: Any, axis: int = -1):
 
 
 log_softmax = Primitive(_log_softmax, _log_softmax_vjp)
-"""``log(softmax(x))`` via log-sum-exp: finite for any finite logits."""
+"""``log(softmax(x))`` via log-sum-exp: finite for any finite logits.
+
+The shift is :func:`shifted_by_max`, so an entry further than the dtype's largest number
+below its row's maximum is that number negated, not ``-inf``.
+
+Args:
+    x: a floating array.
+    axis: the axis normalised over (static, default -1).
+
+Returns:
+    ``apply``: ``x - logsumexp(x)`` along ``axis``; ``vjp``: ``(y, pullback)`` with
+    ``pullback(dy) -> dy - softmax(x) sum(dy)``.
+
+Example:
+    >>> import numpy as np
+    >>> log_softmax.apply(np.array([[1000.0, 1000.0]]))
+    array([[-0.69314718, -0.69314718]])
+"""
 
 
 PRIMITIVES: dict[str, Primitive] = {
@@ -379,3 +709,9 @@ PRIMITIVES: dict[str, Primitive] = {
     "softmax": softmax,
     "log_softmax": log_softmax,
 }
+"""Every primitive by name (the tests walk it to check each vjp).
+
+Example:
+    >>> sorted(PRIMITIVES)[:4]
+    ['add', 'branch', 'exp', 'log']
+"""
