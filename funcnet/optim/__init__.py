@@ -1,0 +1,82 @@
+"""Optimizers and gradient transformations: pure ``(init, update)`` pairs over pytrees of params.
+
+The contracts, stated once::
+
+    Optimizer:          init(params) -> state;  update(params, grads, state) -> (params, state)
+    GradientTransform:  init(params) -> state;  update(grads, state, params) -> (grads, state)
+
+Nothing is written to: every update returns fresh arrays. An optimizer's state is a NamedTuple:
+``count``, the number of updates made so far (a 0-d int32 array of the params' backend, so the
+state traces under ``jax.jit``), then its named slots, trees shaped like params. ``lr`` is a
+number or a schedule (:mod:`funcnet.schedules`), a function of ``count`` before the update; a
+schedule's value is checked at every step where it is a host number (finite and >= 0, or a
+ValueError naming the optimizer, the value and the step), never where it is traced or on a device.
+
+* The built-in optimizers (:func:`sgd`, :func:`momentum`, :func:`nesterov`, :func:`adagrad`,
+  :func:`rmsprop`, :func:`adam`) follow the book by default, the standard (optax, PyTorch) form
+  through an argument; each is a per-leaf rule lifted by :func:`from_rule`, the same public
+  lifter users write their own with (:func:`transform_from_rule` for transformations).
+* Gradient transformations (:func:`clip_by_global_norm`, :func:`clip`,
+  :func:`add_decayed_weights`, :func:`scale_by_schedule`, :func:`scale_by_adam`, a function made
+  one by :func:`stateless`) go in front of an optimizer with :func:`chain`, which keeps every
+  part's state in a :class:`ChainState`; :func:`adamw` is such a chain. :func:`with_clipping`
+  keeps the optimizer's own state. :func:`accumulate` steps every ``k`` calls on the mean
+  gradient; :func:`from_optax` makes any optax transformation an optimizer (jax backend).
+* Host counts: on NumPy and array_api_strict the count is read as a Python int and the
+  per-step scalars (lr, Adam's bias corrections) are Python floats, so both backends give the
+  same bits; on CuPy and jax the count stays on its device and the scalars are 0-d arrays.
+* Mixed precision: for float16 params the slots are float32 and each update is computed in
+  float32, the new params cast back to float16 (a large gradient cannot overflow the state).
+"""
+
+from funcnet.optim.accumulate import AccumulateState, accumulate
+from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, bias_correction
+from funcnet.optim.interop import from_optax
+from funcnet.optim.optimizers import (
+    SGD,
+    AdaGrad,
+    AdaGradState,
+    Adam,
+    AdamState,
+    Momentum,
+    MomentumState,
+    Nesterov,
+    NesterovState,
+    NesterovTraceState,
+    RMSprop,
+    RMSpropState,
+    SGDState,
+    adagrad,
+    adam,
+    adam_direction,
+    momentum,
+    nesterov,
+    rmsprop,
+    sgd,
+)
+from funcnet.optim.rules import from_rule, state_type, transform_from_rule
+from funcnet.optim.transforms import (
+    ChainState,
+    ScaleByAdamState,
+    ScaleByScheduleState,
+    adamw,
+    add_decayed_weights,
+    chain,
+    clip,
+    clip_by_global_norm,
+    clip_grads,
+    scale_by_adam,
+    scale_by_schedule,
+    stateless,
+    with_clipping,
+)
+
+__all__ = [
+    "SGD", "AccumulateState", "AdaGrad", "AdaGradState", "Adam", "AdamState", "ChainState", "GradientTransform",
+    "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
+    "RMSprop", "RMSpropState", "SGDState", "ScaleByAdamState", "ScaleByScheduleState", "Step", "accumulate",
+    "adagrad", "adam", "adam_direction", "adamw", "add_decayed_weights", "bias_correction", "chain", "clip",
+    "clip_by_global_norm", "clip_grads", "from_optax", "from_rule", "momentum", "nesterov", "rmsprop",
+    "scale_by_adam", "scale_by_schedule", "sgd", "state_type", "stateless", "transform_from_rule",
+    "with_clipping",
+]
