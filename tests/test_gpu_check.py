@@ -35,7 +35,8 @@ OPTIMIZER_ROWS = ["sgd", "momentum", "nesterov[book]", "nesterov[standard]", "ad
                   "adam[book]", "adam[standard]"]
 OTHER_ROWS = {
     "dropout": ["mask values 0 or 1/(1-rate)", "kept fraction (sigmas from 1-rate)",
-                "same key same mask, other key other", "vjp reuses the mask"],
+                "same key same mask, other key other", "vjp reuses the mask",
+                "same mask as NumPy's (elements differing)"],
     "spiral": ["final loss", "accuracy", "final loss vs numpy (relative)", "params stay on the device"],
     "checkpoint": ["save from device, load to device", "resume from it = go on"],
 }
@@ -188,3 +189,58 @@ def test_the_cupy_helpers_against_a_stand_in(monkeypatch):
     assert synced == [True]
     monkeypatch.setenv("CUPY_TF32", "1")
     assert "CUPY_TF32=1" in gpu_check.describe_device("cupy")
+
+
+def test_out_of_memory_keeps_the_batches_timed_and_frees_the_pool(monkeypatch):
+    real = gpu_check.step_and_gemms
+    freed = []
+
+    def runs_out_at_64(name, activation, dims, batch):
+        if batch == 64:
+            raise MemoryError("Out of memory allocating 1,073,741,824 bytes (stand-in)")
+        return real(name, activation, dims, batch)
+
+    monkeypatch.setattr(gpu_check, "step_and_gemms", runs_out_at_64)
+    monkeypatch.setattr(gpu_check, "free_device_memory", freed.append)
+    monkeypatch.setattr(gpu_check, "check_spiral", lambda name, report: [])
+    result = gpu_check.run("numpy", quick=True, log=lambda line: None)
+    assert [t.batch for t in result.timings] == [16]  # the batch timed before the failure is kept
+    assert result.mlp.startswith("64-128-128-10")
+    assert freed == ["numpy"]
+    failed = [row for row in result.rows if not row.ok]
+    assert [row.name for row in failed] == ["large MLP step, batch 64"]
+    assert "out of memory at batch 64" in failed[0].note and "1 smaller batch size(s) kept" in failed[0].note
+    assert "step, batch 16" in [r[0] for r in gpu_check.summary_rows(result)]
+
+
+def test_other_errors_while_timing_are_not_taken_for_out_of_memory(monkeypatch):
+    def broken(name, activation, dims, batch):
+        raise ValueError("a bug, not a full device")
+
+    monkeypatch.setattr(gpu_check, "step_and_gemms", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        gpu_check.time_mlp("numpy", "sigmoid", True)
+
+
+@pytest.mark.parametrize(("err", "oom"), [
+    (MemoryError(), True),
+    (type("OutOfMemoryError", (Exception,), {})("Out of memory allocating 512 bytes"), True),
+    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4.00GiB"), True),
+    (RuntimeError("cudaErrorMemoryAllocation: out of memory"), True),
+    (RuntimeError("cudaErrorInsufficientDriver"), False),
+])
+def test_what_counts_as_out_of_memory(err, oom):
+    assert gpu_check.is_out_of_memory(err) is oom
+
+
+def test_freeing_the_cupy_pools_against_a_stand_in(monkeypatch):
+    freed = []
+    fake = types.ModuleType("cupy")
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: freed.append("device"))
+    fake.get_default_pinned_memory_pool = lambda: types.SimpleNamespace(
+        free_all_blocks=lambda: freed.append("pinned"))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    gpu_check.free_device_memory("cupy")
+    assert freed == ["device", "pinned"]
+    gpu_check.free_device_memory("numpy")  # nothing to free but garbage
+    assert freed == ["device", "pinned"]
