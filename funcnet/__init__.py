@@ -36,6 +36,7 @@ from funcnet.layers import (
 )
 from funcnet.losses import (
     Loss,
+    SigmoidWithLoss,
     SoftmaxWithLoss,
     book_softmax_cross_entropy,
     mean_squared_error,
@@ -44,7 +45,16 @@ from funcnet.losses import (
 )
 from funcnet.models import TwoLayerNet
 from funcnet.optim import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from funcnet.train import TrainState, evaluate, fit, init_state, make_train_step
+from funcnet.train import (
+    NonFiniteLossError,
+    TrainingInterrupted,
+    TrainState,
+    TrainStep,
+    evaluate,
+    fit,
+    init_state,
+    make_train_step,
+)
 from funcnet.trainer import Trainer
 
 __version__ = "0.1.0"
@@ -61,14 +71,18 @@ __all__ = [
     "MatMul",
     "Momentum",
     "Nesterov",
+    "NonFiniteLossError",
     "RMSprop",
     "ReLU",
     "Sigmoid",
+    "SigmoidWithLoss",
     "Softmax",
     "SoftmaxWithLoss",
     "Tanh",
     "TrainState",
+    "TrainStep",
     "Trainer",
+    "TrainingInterrupted",
     "TwoLayerNet",
     "backend",
     "book_softmax_cross_entropy",

@@ -12,10 +12,19 @@ from typing import Any
 
 
 def positive_int(name: str, what: str, value: Any) -> int:
-    """``value`` if it is an int >= 1 (bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
-    return value
+    """``value`` as a Python int if it is an integer >= 1 (NumPy integers too; bool refused)."""
+    return _int_at_least(name, what, value, 1, "a positive int")
+
+
+def non_negative_int(name: str, what: str, value: Any) -> int:
+    """``value`` as a Python int if it is an integer >= 0 (NumPy integers too; bool refused)."""
+    return _int_at_least(name, what, value, 0, "a non-negative int")
+
+
+def _int_at_least(name: str, what: str, value: Any, low: int, expected: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}: {what} must be {expected}, got {value!r}")
+    return int(value)
 
 
 def real_number(name: str, what: str, value: Any, low: float = 0.0, high: float = math.inf, *,

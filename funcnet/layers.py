@@ -28,43 +28,92 @@ from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespac
 
 
 class Layer(NamedTuple):
-    """A layer: three pure functions (see the module docstring for the contract)."""
+    """A layer: three pure functions (see the module docstring) and what it can do.
+
+    Attributes:
+        init: ``init(key, in_shape, dtype="float32") -> (out_shape, params)``.
+        apply: ``apply(params, x, *, rng=None) -> y``.
+        vjp: ``vjp(params, x, *, rng=None) -> (y, pullback)``.
+        stochastic: whether ``apply``/``vjp`` may read ``rng``. False lets :func:`serial` and the
+            training step skip deriving keys (a few microseconds a step). True by default, so a
+            user's layer that draws from ``rng`` gets a key without having to say so.
+        skips_input_grad: whether ``pullback(dy, input_grad=False)`` is accepted (it then returns
+            ``dx=None``). The first layer's input gradient is never used in training; for Affine it
+            is a whole matrix product, so the step asks not to compute it.
+        kind: what a built-in layer is (``"affine"``, ``"matmul"``, ``"sigmoid"``, ...), for code
+            that specialises on it (the NumPy step plans); None for users' layers.
+        sublayers: the layers a combinator is made of (``serial``'s, in order); ``()`` otherwise.
+
+    Example:
+        >>> import funcnet as fn
+        >>> layer = fn.Affine(3)
+        >>> layer.stochastic, layer.skips_input_grad, layer.kind
+        (False, True, 'affine')
+        >>> fn.layers.deterministic(fn.Dropout(0.5)).stochastic
+        False
+    """
 
     init: Callable[..., tuple[tuple[int, ...], Any]]
     apply: Callable[..., Any]
-    vjp: Callable[..., tuple[Any, Callable[[Any], tuple[Any, Any]]]]
-
-
-def uses_rng(layer: Layer) -> bool:
-    """Whether the layer may use its ``rng`` (True unless its vjp is marked deterministic).
-
-    Deriving keys costs a few microseconds a step; :func:`deterministic` lets a layer say it
-    never reads ``rng`` so that :func:`serial` and the training step can skip that work.
-    A layer written by a user is assumed to use it.
-    """
-    return getattr(layer.vjp, "uses_rng", True)
-
-
-def can_skip_input_grad(layer: Layer) -> bool:
-    """Whether the layer's pullback accepts ``input_grad=False`` (and then returns ``dx=None``).
-
-    The first layer's input gradient is never used in training; for Affine it is a whole
-    matrix product (a seventh of the large MLP's step), so the step asks not to compute it.
-    """
-    return getattr(layer.vjp, "skips_input_grad", False)
-
-
-def skips_input_grad(layer: Layer) -> Layer:
-    """Mark ``layer`` as one whose pullback takes ``input_grad=False``; returns it."""
-    layer.vjp.skips_input_grad = True
-    return layer
+    vjp: Callable[..., tuple[Any, Callable[..., tuple[Any, Any]]]]
+    stochastic: bool = True
+    skips_input_grad: bool = False
+    kind: str | None = None
+    sublayers: tuple[Layer, ...] = ()
 
 
 def deterministic(layer: Layer) -> Layer:
-    """Mark ``layer`` as one that ignores ``rng`` (see :func:`uses_rng`); returns it."""
-    layer.apply.uses_rng = False
-    layer.vjp.uses_rng = False
-    return layer
+    """``layer`` declared as one that never reads ``rng`` (a copy; the original is unchanged).
+
+    Args:
+        layer: any Layer.
+
+    Returns:
+        ``layer._replace(stochastic=False)``.
+    """
+    return layer._replace(stochastic=False)
+
+
+def layer_from_vjp(init: Callable[..., tuple[tuple[int, ...], Any]],
+                   vjp: Callable[..., tuple[Any, Callable[..., tuple[Any, Any]]]], *,
+                   stochastic: bool = True, skips_input_grad: bool = False) -> Layer:
+    """A :class:`Layer` from ``init`` and ``vjp`` alone: ``apply`` is the vjp's output.
+
+    For users' own layers: write the forward pass once, in ``vjp``, with a hand-written pullback.
+    The derived ``apply`` builds the pullback closure and drops it (cheap: nothing is computed
+    until the pullback is called, only kept alive).
+
+    Args:
+        init: ``init(key, in_shape, dtype="float32") -> (out_shape, params)``.
+        vjp: ``vjp(params, x, *, rng=None) -> (y, pullback)``, ``pullback(dy) -> (dparams, dx)``.
+        stochastic: whether ``vjp`` reads ``rng`` (see :class:`Layer`).
+        skips_input_grad: whether the pullback accepts ``input_grad=False``.
+
+    Returns:
+        The layer.
+
+    Raises:
+        TypeError: ``init`` or ``vjp`` is not callable.
+
+    Example:
+        >>> import numpy as np
+        >>> from funcnet import layers
+        >>> def init(key, in_shape, dtype="float32"):
+        ...     return tuple(in_shape), ()
+        >>> def vjp(params, x, *, rng=None):
+        ...     return 2 * x, lambda dy: ((), 2 * dy)
+        >>> double = layers.layer_from_vjp(init, vjp, stochastic=False)
+        >>> double.apply((), np.ones((1, 2)))
+        array([[2., 2.]])
+    """
+    for what, fn in (("init", init), ("vjp", vjp)):
+        if not callable(fn):
+            raise TypeError(f"layer_from_vjp: {what} must be a function, got {type(fn).__name__}")
+
+    def apply(params, x, *, rng=None):
+        return vjp(params, x, rng=rng)[0]
+
+    return Layer(init, apply, vjp, stochastic=bool(stochastic), skips_input_grad=bool(skips_input_grad))
 
 
 def _check_in_shape(name: str, in_shape: Any, rank: int | None = None) -> tuple[int, ...]:
@@ -186,7 +235,7 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
 
         return y, pullback
 
-    return skips_input_grad(deterministic(Layer(init, apply, vjp)))
+    return Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="matmul")
 
 
 def _affine(xp: Any, x: Any, W: Any, b: Any) -> Any:
@@ -231,14 +280,29 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
 
         return y, pullback
 
-    return skips_input_grad(deterministic(Layer(init, apply, vjp)))
+    return Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="affine")
 
 
 # --- parameter-free layers ------------------------------------------------------------------
 
 
-def elementwise(primitive: ops.Primitive, name: str) -> Layer:
-    """A parameter-free layer from a one-argument primitive of :mod:`funcnet.ops`."""
+def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None) -> Layer:
+    """A parameter-free, deterministic layer from a one-argument primitive of :mod:`funcnet.ops`.
+
+    Args:
+        primitive: an ``(fn, fn_vjp)`` pair such as :data:`funcnet.ops.tanh`.
+        name: the layer's name in error messages.
+        kind: the built-in kind it is (see :class:`Layer`); leave None for your own.
+
+    Returns:
+        The layer (no params).
+
+    Example:
+        >>> import numpy as np
+        >>> from funcnet import layers, ops
+        >>> layers.elementwise(ops.relu, "MyReLU").apply((), np.array([[-1.0, 2.0]]))
+        array([[0., 2.]])
+    """
     fn, fn_vjp = primitive
 
     def check(x):
@@ -258,27 +322,27 @@ def elementwise(primitive: ops.Primitive, name: str) -> Layer:
         y, pb = fn_vjp(x)
         return y, lambda dy: ((), pb(dy))
 
-    return deterministic(Layer(init, apply, vjp))
+    return Layer(init, apply, vjp, stochastic=False, kind=kind)
 
 
 def Sigmoid() -> Layer:
     """The logistic function, overflow-free (see :data:`funcnet.ops.sigmoid`)."""
-    return elementwise(ops.sigmoid, "Sigmoid")
+    return elementwise(ops.sigmoid, "Sigmoid", kind="sigmoid")
 
 
 def ReLU() -> Layer:
     """``max(x, 0)``."""
-    return elementwise(ops.relu, "ReLU")
+    return elementwise(ops.relu, "ReLU", kind="relu")
 
 
 def Tanh() -> Layer:
     """``tanh(x)``."""
-    return elementwise(ops.tanh, "Tanh")
+    return elementwise(ops.tanh, "Tanh", kind="tanh")
 
 
 def Softmax() -> Layer:
     """Softmax over the last axis (for probabilities at inference; train on logits with a loss)."""
-    return elementwise(ops.softmax, "Softmax")
+    return elementwise(ops.softmax, "Softmax", kind="softmax")
 
 
 def _fresh(x: Any) -> Any:
@@ -316,7 +380,7 @@ def Dropout(rate: float) -> Layer:
         scale = _scale(x, rng)
         return x * scale, lambda dy: ((), dy * scale)
 
-    return Layer(init, apply, vjp)
+    return Layer(init, apply, vjp, stochastic=rate > 0.0, kind="dropout")
 
 
 def Flatten() -> Layer:
@@ -335,7 +399,7 @@ def Flatten() -> Layer:
         shape = x.shape
         return apply(params, x), lambda dy: ((), xp.reshape(_fresh(dy), shape))
 
-    return deterministic(Layer(init, apply, vjp))
+    return Layer(init, apply, vjp, stochastic=False, kind="flatten")
 
 
 # --- combinators ----------------------------------------------------------------------------
@@ -367,8 +431,8 @@ def serial(*layers: Layer) -> Layer:
     applies = [layer.apply for layer in layers]
     vjps = [layer.vjp for layer in layers]
     no_rngs = (None,) * n
-    stochastic = any(uses_rng(layer) for layer in layers)
-    first_skips = can_skip_input_grad(layers[0])
+    stochastic = any(layer.stochastic for layer in layers)
+    first_skips = layers[0].skips_input_grad
 
     def init(key, in_shape, dtype="float32"):
         keys = random.split(key, n)
@@ -429,7 +493,5 @@ def serial(*layers: Layer) -> Layer:
 
         return x, pullback
 
-    layer = Layer(init, apply, vjp)
-    if first_skips:
-        layer = skips_input_grad(layer)
-    return layer if stochastic else deterministic(layer)
+    return Layer(init, apply, vjp, stochastic=stochastic, skips_input_grad=first_skips, kind="serial",
+                 sublayers=tuple(layers))

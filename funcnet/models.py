@@ -18,4 +18,4 @@ def TwoLayerNet(input_size: int, hidden_size: int, output_size: int) -> Layer:
             raise ValueError(f"TwoLayerNet: built for inputs of shape ({input_size},), got {tuple(in_shape)}")
         return net.init(key, in_shape, dtype)
 
-    return Layer(init, net.apply, net.vjp)
+    return net._replace(init=init)

@@ -126,8 +126,11 @@ def test_interrupt_returns_the_last_complete_state_and_resumes_exactly(data):
         if s.step == 15:
             raise KeyboardInterrupt
 
-    partial, history = run(step, state, x, t, epochs=4, callback=interrupt)
-    assert history["interrupted"] and partial.step == 15
+    with pytest.raises(train.TrainingInterrupted) as caught:
+        run(step, state, x, t, epochs=4, callback=interrupt)
+    partial = caught.value.state
+    assert isinstance(caught.value, KeyboardInterrupt) and partial.step == 15
+    assert (partial.epoch, partial.offset) == (1, 150)  # 5 of epoch 2's 10 batches of 30
     rest, _ = run(step, partial, x, t, epochs=3)  # the rest of epoch 2, then epochs 3 and 4
     chex.assert_trees_all_equal(full.params, rest.params)
 
@@ -331,8 +334,10 @@ def test_jax_compiled_fit_resumes_mid_epoch(data):
         if int(s.step) == 15:
             raise KeyboardInterrupt
 
-    partial, history = run(step, backend.put(state, "jax"), jx, jt, epochs=4, callback=interrupt)
-    assert history["interrupted"] and int(partial.step) == 15
+    with pytest.raises(train.TrainingInterrupted) as caught:
+        run(step, backend.put(state, "jax"), jx, jt, epochs=4, callback=interrupt)
+    partial = caught.value.state
+    assert int(partial.step) == 15
     rest, _ = run(step, partial, jx, jt, epochs=3)  # a per-step partial epoch, then compiled ones
     chex.assert_trees_all_close(backend.to_numpy(full.params), backend.to_numpy(rest.params), rtol=1e-5, atol=1e-6)
     assert int(rest.step) == 40

@@ -1,0 +1,38 @@
+"""Whole epochs as one ``jax.jit``-compiled ``lax.scan`` of the step (the jax backend's fit)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+__all__ = ["epoch_runner"]
+
+
+@functools.lru_cache(maxsize=8)  # compiled programs are large: the oldest go first
+def epoch_runner(step: Callable, iters: int, batch_size: int) -> Callable:
+    """``runner(state, x, t, perms) -> (state, losses)``: ``jax.jit`` of a ``lax.scan`` over
+    epochs (one row of ``perms`` each) of a ``lax.scan`` of ``step`` over that epoch's batches."""
+    import jax
+    import jax.numpy as jnp
+
+    used = iters * batch_size
+
+    def one_epoch(carry, perm):
+        state, x, t = carry
+        # the book's order: shuffle the whole set, then cut consecutive batches, tail dropped
+        xb = jnp.reshape(jnp.take(x, perm[:used], axis=0), (iters, batch_size, *x.shape[1:]))
+        tb = jnp.reshape(jnp.take(t, perm[:used], axis=0), (iters, batch_size, *t.shape[1:]))
+
+        def body(s, batch):
+            s, metrics = step(s, batch)
+            return s, metrics["loss"]
+
+        state, losses = jax.lax.scan(body, state, (xb, tb))
+        return (state, x, t), losses
+
+    @jax.jit
+    def runner(state, x, t, perms):
+        (state, _, _), losses = jax.lax.scan(one_epoch, (state, x, t), perms)
+        return state, losses
+
+    return runner

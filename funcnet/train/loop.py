@@ -1,0 +1,303 @@
+"""``fit``: epochs of shuffled mini-batches around a pure step, with a loss log.
+
+``fit`` is a function of the state: the order of epoch ``e`` comes from
+``random.fold_in(state.key, e)``, and where it stands from ``state.epoch`` and ``state.offset``,
+so a run resumed from a saved state sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from funcnet import random, tree
+from funcnet.arguments import non_negative_int, positive_int
+from funcnet.backend import is_floating, namespace, to_numpy
+from funcnet.train.compiled import epoch_runner
+from funcnet.train.data import Data, prepare
+from funcnet.train.progress import progress_bar
+from funcnet.train.state import NonFiniteLossError, TrainingInterrupted, TrainState
+
+__all__ = ["fit", "nonfinite_leaf"]
+
+
+_UNSEEN = "by step {} though the loss was finite (a learning rate too large, or a dtype too narrow?)"
+
+
+def nonfinite_leaf(state: TrainState) -> str | None:
+    """The path of the first params or optimizer-state leaf holding a NaN or inf, else None.
+
+    Args:
+        state: a training state.
+
+    Returns:
+        A path such as ``"params/0/W"``, or None when everything is finite.
+
+    Example:
+        >>> import numpy as np
+        >>> from funcnet.train import TrainState, nonfinite_leaf
+        >>> nonfinite_leaf(TrainState({"W": np.array([1.0, np.inf])}, (), None, 0))
+        'params/W'
+    """
+    for path, leaf in tree.leaves_with_paths({"params": state.params, "opt_state": state.opt_state}):
+        if hasattr(leaf, "dtype") and is_floating(leaf.dtype):
+            xp = namespace(leaf)
+            if not bool(xp.all(xp.isfinite(leaf))):
+                return path
+    return None
+
+
+class _Log:
+    """The loss log of one ``fit`` call and the last state known to be finite.
+
+    A record (every ``eval_interval`` steps) appends the mean loss since the last one and checks
+    the state's params and optimizer state: the one check of values that the loop makes.
+    """
+
+    def __init__(self, state: TrainState, current: int, eval_interval: int | None, iters: int, log: bool):
+        self.state = self.checked = state
+        self.current = current  # a host copy of state.step: no device read per step
+        self.eval_interval, self.iters, self.log = eval_interval, iters, log
+        self.total, self.count = 0.0, 0
+        self.history: dict[str, Any] = {"loss": [], "step": [], "epoch": []}
+        self.started = time.perf_counter()
+
+    def failure(self, message: str, candidate: TrainState | None = None) -> NonFiniteLossError:
+        """The error to raise, carrying ``candidate`` if it is finite, else the last checked state."""
+        carried = candidate if candidate is not None and nonfinite_leaf(candidate) is None else self.checked
+        return NonFiniteLossError(f"fit: {message}; the error carries the last state whose params and "
+                                  f"optimizer state are finite (step {int(to_numpy(carried.step))})",
+                                  carried, self.history)
+
+    def verify(self, where: str) -> None:
+        """Check the current state; it becomes the last checked one."""
+        path = nonfinite_leaf(self.state)
+        if path is not None:
+            raise self.failure(f"{path} holds NaN or infinite values {where}")
+        self.checked = self.state
+
+    def add(self, loss: Any, epoch: int, it: int) -> bool:
+        """Count one step (``loss`` None for a skipped one); True when a record was written."""
+        self.current += 1
+        if loss is not None:
+            self.total, self.count = self.total + loss, self.count + 1
+        if self.eval_interval is None or self.current % self.eval_interval or not self.count:
+            return False
+        mean = float(self.total) / self.count
+        if not math.isfinite(mean):
+            raise self.failure(f"the loss became {mean} by step {self.current} (epoch {epoch + 1})")
+        for column, value in (("loss", mean), ("step", self.current), ("epoch", epoch + 1)):
+            self.history[column].append(value)
+        if self.log:
+            print(f"| epoch {epoch + 1} |  iter {it + 1} / {self.iters} | "
+                  f"time {int(time.perf_counter() - self.started)}[s] | loss {mean:.2f}")
+        self.total, self.count = 0.0, 0
+        return True
+
+
+def _check_options(epochs: Any, eval_interval: Any, on_nonfinite: Any, epochs_per_call: Any) -> int:
+    if on_nonfinite not in ("raise", "skip"):
+        raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    if eval_interval is not None:
+        positive_int("fit", "eval_interval (or None)", eval_interval)
+    if epochs_per_call is not None:
+        positive_int("fit", "epochs_per_call (or None)", epochs_per_call)
+    return non_negative_int("fit", "epochs", epochs)
+
+
+def _batch_size(batch_size: Any, n: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"fit: batch_size must be an int, got {type(batch_size).__name__}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"fit: batch_size must be between 1 and the data size {n}, got {batch_size}")
+    return int(batch_size)
+
+
+def _at_boundary(state: TrainState, data: Data, host_key: Any, current: int) -> TrainState:
+    """The state as the loop keeps it: ints for the counters, the key where the steps read it."""
+    epoch = non_negative_int("fit", "state.epoch", int(state.epoch))
+    offset = non_negative_int("fit", "state.offset", int(state.offset))
+    if data.backend == "jax":
+        import jax.numpy as jnp
+
+        # one state type on every jax path: a jax key draws Dropout masks traced or not, so the
+        # compiled and per-step paths (and resumes) agree
+        return TrainState(*tree.map(jnp.asarray, tuple(state[:4])), epoch, offset)
+    # the step's key and count live on the host: a device copy would be read every step
+    return state._replace(key=host_key, step=current, epoch=epoch, offset=offset)
+
+
+def _start(state: TrainState, batch_size: int, iters: int) -> tuple[int, int]:
+    """``(epoch, iteration)`` where the run resumes; a half-done epoch goes on at its offset."""
+    if state.offset % batch_size:
+        raise ValueError(f"fit: the state stopped {state.offset} examples into epoch {state.epoch + 1}, "
+                         f"which batches of {batch_size} cannot continue; resume with a batch_size "
+                         f"that divides {state.offset} (the run's own, for the same batches)")
+    it = state.offset // batch_size
+    return (state.epoch + 1, 0) if it >= iters else (state.epoch, it)
+
+
+def _use_scan(compile_epoch: bool | None, data: Data) -> bool:
+    if compile_epoch is None:
+        return data.backend == "jax"
+    if compile_epoch and data.backend != "jax":
+        raise ValueError("fit: compile_epoch=True needs data on the jax backend")
+    return bool(compile_epoch)
+
+
+def _after(state: TrainState, it: int, iters: int, batch_size: int) -> TrainState:
+    """``state`` after iteration ``it`` of its epoch: at the next epoch's start after the last."""
+    if it + 1 == iters:
+        return state._replace(epoch=state.epoch + 1, offset=0)
+    return state._replace(offset=(it + 1) * batch_size)
+
+
+def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: int, batch_size: int,
+               on_nonfinite: str, callback: Callable | None) -> None:
+    """Iterations ``start ..`` of one epoch on the per-step path; ``run.state`` is kept current."""
+    xp = data.xp
+    iters = data.size // batch_size
+    perm = perm if xp is np else xp.asarray(perm)
+    xs, ts = xp.take(data.x, perm, axis=0), xp.take(data.t, perm, axis=0)
+    read_losses = data.losses_on_host or on_nonfinite == "skip"
+    epoch = run.state.epoch
+    for it in range(start, iters):
+        state = run.state
+        lo = it * batch_size
+        new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
+        loss = metrics["loss"]
+        if read_losses:
+            loss = float(loss)
+            if not math.isfinite(loss):
+                where = f"at step {run.current + 1} (epoch {epoch + 1}, iteration {it + 1})"
+                if on_nonfinite == "raise":
+                    raise run.failure(f"the loss became {loss} {where}", candidate=state)
+                if nonfinite_leaf(state) is not None:  # skipping cannot bring such params back
+                    raise run.failure(f"the loss became {loss} {where} and the params are no longer finite")
+                new_state, loss = state._replace(step=new_state.step), None  # drop the update
+        run.state = _after(new_state, it, iters, batch_size)
+        if run.add(loss, epoch, it):
+            run.verify(_UNSEEN.format(run.current))
+        if callback is not None:
+            callback(run.state, metrics)
+
+
+def _compiled_epochs(runner: Callable, run: _Log, data: Data, orders: list[np.ndarray]) -> None:
+    """Whole epochs in one compiled call; non-finite losses are found once a call."""
+    start = run.state
+    state, losses = runner(start, data.x, data.t, data.xp.asarray(np.stack(orders)))
+    losses = np.asarray(losses, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise run.failure(f"the loss became {losses[bad[0]]} at step {run.current + bad[0] + 1}", candidate=start)
+    iters = losses.size // len(orders)
+    for k, loss in enumerate(losses):
+        run.add(loss, start.epoch + k // iters, k % iters)
+    run.state = state._replace(epoch=start.epoch + len(orders), offset=0)
+    run.verify(_UNSEEN.format(run.current))
+
+
+def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
+        eval_interval: int | None = 20, progress: bool | None = None, log: bool = False,
+        on_nonfinite: str = "raise", callback: Callable[[TrainState, dict], None] | None = None,
+        validate: bool = True, compile_epoch: bool | None = None,
+        epochs_per_call: int | None = None) -> tuple[TrainState, dict[str, Any]]:
+    """Train ``epochs`` more epochs of shuffled mini-batches.
+
+    The book's batching: ``len(x) // batch_size`` iterations an epoch, the tail dropped. Every
+    ``eval_interval`` steps the mean loss since the last record is appended to
+    ``history["loss"]`` (printed in the book's format with ``log=True``) and the params and
+    optimizer state are checked to be finite. A state stopped mid-epoch (an interrupt) first
+    finishes that epoch, which counts as one of ``epochs``.
+
+    The data is checked once, here: with a :class:`~funcnet.train.TrainStep` against its model
+    and loss too (label range, one-hot width, probabilities). A plain function as ``step``
+    hides its model and loss, so only the generic checks run (lengths, finite, real numbers):
+    out-of-range labels then train silently.
+
+    Args:
+        step: a :class:`~funcnet.train.TrainStep` (or any ``step(state, batch) -> (state, metrics)``).
+        state: where to start (:func:`~funcnet.train.init_state`, or a saved state).
+        x: inputs ``(N, ...)``; moved to the params' backend and cast to their dtype once.
+        t: labels ``(N,)`` or targets ``(N, C)``.
+        epochs: how many more epochs.
+        batch_size: examples a step.
+        eval_interval: steps between records (None: no records, one finite check at the end).
+        progress: a tqdm bar (None: on a terminal only).
+        log: print the book's log line at each record.
+        on_nonfinite: ``"raise"``, or ``"skip"`` to drop updates whose loss is not finite.
+        callback: ``callback(state, metrics)`` after every step (per-step path only).
+        validate: run the data checks.
+        compile_epoch: on jax, run whole epochs as one compiled ``lax.scan`` (None: on jax
+            unless ``callback`` or ``on_nonfinite="skip"`` needs every step).
+        epochs_per_call: compiled epochs per call (all remaining, or one with a progress bar).
+
+    Returns:
+        ``(state, history)``; ``history`` has ``loss``, ``step``, ``epoch`` lists and ``time``.
+
+    Raises:
+        NonFiniteLossError: the loss, params or optimizer state became NaN or infinite; it
+            carries the last state whose params and optimizer state are all finite.
+        TrainingInterrupted: Ctrl-C; it is a ``KeyboardInterrupt`` carrying the last complete state.
+        ValueError, TypeError: bad options or data, named.
+
+    Example:
+        >>> import funcnet as fn
+        >>> x, t = fn.datasets.spiral.load_data()
+        >>> step = fn.make_train_step(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))
+        >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
+        >>> state, history = fn.fit(step, state, x, t, epochs=2, batch_size=30, eval_interval=10)
+        >>> state.step, state.epoch, len(history["loss"])
+        (20, 2, 2)
+    """
+    epochs = _check_options(epochs, eval_interval, on_nonfinite, epochs_per_call)
+    if not isinstance(state, TrainState):
+        raise TypeError(f"fit: state must be a TrainState (see init_state), got {type(state).__name__}")
+    if not callable(step):
+        raise TypeError(f"fit: step must be a TrainStep or a function, got {type(step).__name__}")
+    data = prepare(step, state.params, x, t, validate=validate)
+    batch_size = _batch_size(batch_size, data.size)
+    iters = data.size // batch_size
+    host_key, current = to_numpy(state.key), int(to_numpy(state.step))  # read once, here
+    state = _at_boundary(state, data, host_key, current)
+    first_epoch, first_iter = _start(state, batch_size, iters)
+    state = state._replace(epoch=first_epoch, offset=first_iter * batch_size)
+    last_epoch = first_epoch + epochs  # a half-done epoch counts as one of them
+    run = _Log(state, current, eval_interval, iters, log)
+    if validate:
+        run.verify("in the state fit was given")
+    runner = None
+    if _use_scan(compile_epoch, data) and callback is None and on_nonfinite == "raise" and epochs:
+        runner = epoch_runner(step, iters, batch_size)
+    bar = progress_bar(progress, last_epoch, first_epoch, unit="epoch")
+    try:
+        epoch = first_epoch
+        while epoch < last_epoch:
+            if runner is None or run.state.offset:
+                perm = random.permutation(random.fold_in(host_key, epoch), data.size)
+                _one_epoch(step, run, data, perm, run.state.offset // batch_size, batch_size, on_nonfinite, callback)
+                done = 1
+            else:
+                done = min(last_epoch - epoch, epochs_per_call or (1 if bar else last_epoch - epoch))
+                orders = [random.permutation(random.fold_in(host_key, e), data.size) for e in range(epoch, epoch + done)]
+                _compiled_epochs(runner, run, data, orders)
+            epoch += done
+            if bar is not None:
+                bar.update(done)
+                if run.history["loss"]:
+                    bar.set_postfix(loss=f"{run.history['loss'][-1]:.3f}")
+    except KeyboardInterrupt as err:
+        run.history["time"] = time.perf_counter() - run.started
+        raise TrainingInterrupted(f"fit: interrupted at step {run.current}; the error carries the last "
+                                  "complete state (resume with fit)", run.state, run.history) from err
+    finally:
+        if bar is not None:
+            bar.close()
+    run.verify(_UNSEEN.format(run.current))
+    run.history["time"] = time.perf_counter() - run.started
+    return run.state, run.history
