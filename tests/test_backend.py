@@ -209,3 +209,118 @@ def test_dtype_predicates_on_every_backend(xp):
     assert backend.is_integer(xp.int64) and backend.is_integer(xp.uint32)
     assert not backend.is_integer(xp.float32) and not backend.is_integer(xp.bool)
     assert not backend.is_traced(xp.ones(2))
+
+
+# --- the cupy probe: a real computation, and the CUDA error it raised -----------------------
+
+DRIVER_ERROR = "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
+
+
+class _CUDARuntimeError(RuntimeError):
+    pass
+
+
+def test_cupy_that_sees_a_gpu_but_fails_on_first_use(monkeypatch, fresh_cache):
+    def first_use(*args, **kwargs):
+        raise _CUDARuntimeError(DRIVER_ERROR)
+
+    _fake_cupy(monkeypatch, is_available=lambda: True, float32="float32", arange=first_use)
+    reason = backend.why_unavailable("cupy")
+    assert reason is not None and DRIVER_ERROR in reason
+    assert "first computation" in reason and "_CUDARuntimeError" in reason
+    assert "[ctk]" in reason and "CUDA toolkit" in reason
+    assert "cupy" not in backend.available()
+
+
+def test_cupy_whose_matmul_fails_is_unavailable(monkeypatch, fresh_cache):
+    # the arrays are made, the first cuBLAS call fails: as with a missing CUDA toolkit
+    class FakeArray:
+        def reshape(self, *shape):
+            return self
+
+    def no_cublas(a, b):
+        raise _CUDARuntimeError("CUBLAS_STATUS_NOT_INITIALIZED")
+
+    _fake_cupy(monkeypatch, is_available=lambda: True, float32="float32",
+               arange=lambda n, dtype=None: FakeArray(), matmul=no_cublas, sum=lambda a: a)
+    assert "CUBLAS_STATUS_NOT_INITIALIZED" in backend.why_unavailable("cupy")
+
+
+def test_cupy_not_installed_says_how_to_install_it(monkeypatch, fresh_cache):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cupy" else real_find_spec(name, *a))
+    reason = backend.why_unavailable("cupy")
+    assert 'pip install -e ".[gpu]"' in reason  # the README's form
+    assert "funcnet[gpu]" not in reason
+    assert "CuPy 14's [ctk] extra" in reason and "CUDA toolkit" in reason
+
+
+# --- recognising backends -------------------------------------------------------------------
+
+
+def test_predicates_and_name_of_use_the_namespaces():
+    import array_api_compat.numpy as compat_numpy
+
+    assert backend.is_numpy(np) and backend.is_numpy(compat_numpy)
+    assert backend.is_jax(jnp) and not backend.is_jax(np)
+    assert backend.is_array_api_strict(array_api_strict) and not backend.is_array_api_strict(np)
+    assert backend.is_cupy(types.ModuleType("cupy")) and backend.is_cupy(types.ModuleType("array_api_compat.cupy"))
+    assert not backend.is_cupy(np)
+    assert backend.name_of(compat_numpy) == "numpy"
+    assert backend.name_of(types.ModuleType("array_api_compat.cupy")) == "cupy"
+    assert backend.name_of(types.ModuleType("torch")) == "torch"
+
+
+def test_no_module_name_strings_and_no_import_circle():
+    import ast
+    from pathlib import Path
+
+    from funcnet import random, tree
+
+    for module in (backend, random):
+        assert "__module__" not in Path(module.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(Path(tree.__file__).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not any(name.startswith("funcnet") for name in imported), imported
+
+
+# --- put with a cold type cache: no trip through the host -----------------------------------
+
+COLD_PUT = """
+import numpy as np
+from funcnet import backend
+assert set(backend._NAMESPACE_BY_TYPE) == {np.ndarray}, backend._NAMESPACE_BY_TYPE  # cold
+def no_host_copy(x):
+    raise AssertionError(f"copied through the host: {type(x).__name__}")
+backend._to_host = no_host_copy
+xp = backend.get(NAME)
+a = xp.asarray(np.arange(3, dtype=np.float32))
+assert backend.put(a, NAME) is a
+assert backend.put({"w": a}, xp)["w"] is a
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("name", ["array_api_strict", "jax"])
+def test_put_on_the_same_backend_does_not_copy_with_a_cold_cache(name):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", f"NAME = {name!r}\n" + COLD_PUT], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
+
+
+def test_put_a_tracer_to_jax_keeps_it():
+    @jax.jit
+    def f(x):
+        assert backend.put(x, "jax") is x
+        return x
+
+    f(jnp.ones(2))
