@@ -1,6 +1,6 @@
 """Sweep the seed's spiral model over hidden sizes and learning rates, 8 seeds each, on Dask.
 
-TwoLayerNet(2, hidden, 3) with SGD and batches of 30 (funcnet.experiments.spiral_experiment), for
+TwoLayerNet(2, hidden, 3) with SGD and batches of 30 (funcnet.recipes.spiral_experiment), for
 every hidden size and learning rate, each with seeds 0..7. By default the runs go to a local Dask
 cluster (one single-threaded worker process per core, up to 8) when dask is installed, else to a process
 pool. Writes the table (CSV), the loss curves (mean and min-max band over the seeds) and one
@@ -9,6 +9,7 @@ JSON file per finished run into --out; running the same sweep again skips the fi
     python examples/sweep_spiral.py                                # local Dask cluster
     python examples/sweep_spiral.py --executor process --workers 4
     python examples/sweep_spiral.py --scheduler tcp://10.0.0.5:8786  # a running Dask scheduler
+    python examples/sweep_spiral.py --scheduler tcp://10.0.0.5:8786 --connect-timeout 30
     python examples/sweep_spiral.py --hidden 10 --lr 0.1 0.3 1.0 3.0 --seeds 16
 """
 
@@ -18,15 +19,17 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import _common
 
-from funcnet import experiments
+from funcnet import experiments, recipes
 
-EVAL_INTERVAL = experiments.SPIRAL_DEFAULTS["eval_interval"]
+EVAL_INTERVAL = recipes.SPIRAL_DEFAULTS["eval_interval"]
+CONNECT_TIMEOUT = 5.0
 
 
 def positive_float(text: str) -> float:
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the runs execute (dask: a local cluster, or --scheduler's)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of a running Dask scheduler (implies --executor dask)")
+    p.add_argument("--connect-timeout", type=positive_float, default=CONNECT_TIMEOUT, metavar="SECONDS",
+                   help="how long to try to reach --scheduler before giving up")
     p.add_argument("--workers", type=_common.positive_int, default=min(os.cpu_count() or 1, 8),
                    help="worker processes of a local cluster or process pool (default: the cores, at most 8)")
     p.add_argument("--hidden", type=_common.positive_int, nargs="+", default=[5, 10, 20], help="hidden sizes")
@@ -55,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_common.positive_int, default=8, help="seeds 0..N-1 per setting")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+class UnreachableError(Exception):
+    """The Dask scheduler named by --scheduler could not be reached."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 @contextlib.contextmanager
@@ -71,7 +85,12 @@ def executor(args: argparse.Namespace) -> Iterator[Any]:
         from distributed import Client, LocalCluster
 
         if args.scheduler is not None:
-            with Client(args.scheduler) as client:
+            try:
+                client = Client(args.scheduler, timeout=args.connect_timeout)
+            except (OSError, TimeoutError, ValueError) as err:  # unreachable, refused, a malformed address
+                raise UnreachableError(f"--scheduler {args.scheduler}: cannot connect within "
+                                  f"{args.connect_timeout:g} s ({_first_line(err)})") from None
+            with client:
                 yield client
         else:
             # one thread a worker: the runs are CPU-bound NumPy, and processes keep them apart
@@ -93,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.epochs} epochs ({where})")
 
     started = time.perf_counter()
-    with executor(args) as ex:
-        results = experiments.sweep(experiments.spiral_experiment, configs, args.seeds, executor=ex,
-                                    out_dir=args.out / "sweep_spiral_runs",
-                                    progress=False if args.no_progress else None)
+    try:
+        with executor(args) as ex:
+            results = experiments.sweep(recipes.spiral_experiment, configs, args.seeds, executor=ex,
+                                        out_dir=args.out / "sweep_spiral_runs",
+                                        progress=False if args.no_progress else None)
+    except UnreachableError as err:
+        print(f"{p.prog}: error: {err}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - started
     print(f"{len(results)} runs in {wall:.1f} s: {results.skipped} skipped (finished earlier), "
           f"{len(results.failed())} failed")

@@ -22,15 +22,21 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import itertools
 import json
 import math
 import os
+import pickle
 import sys
+import tempfile
 import time
 import traceback
+import types
+import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -38,15 +44,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcnet import optim, random, train
-from funcnet.checkpoint import write_atomic
-from funcnet.datasets import spiral
-from funcnet.losses import softmax_cross_entropy
-from funcnet.models import TwoLayerNet
+from funcnet import train
+from funcnet.io import write_atomic
 
-__all__ = ["Results", "SweepError", "grid", "run_id", "spiral_experiment", "sweep"]
+__all__ = ["Results", "SweepError", "experiment_id", "grid", "run_id", "sweep"]
 
-FORMAT = "funcnet.experiments/1"
+# 2: records carry the experiment's identity ("experiment_id"); records of 1 are run again
+FORMAT = "funcnet.experiments/2"
 # the columns a sweep adds to a row; configurations and metrics may not use these names
 RESERVED = ("seed", "history", "status", "error", "time", "run")
 
@@ -135,23 +139,53 @@ def _runs(configs: Sequence[Mapping[str, Any]] | Mapping[str, Any], seeds: int |
 
 
 def _execute(fn: Experiment, config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """One run, wherever it executes: its metrics, or its error as text; never an exception."""
+    """One run, wherever it executes: its metrics, or its error as text.
+
+    An ``Exception`` of the run becomes an error record; a ``KeyboardInterrupt`` (any
+    subclass, such as ``fit``'s ``TrainingInterrupted``) is not caught: a run cut short
+    is never a result, and the interrupt stops the sweep.
+    """
     started = time.perf_counter()
     try:
         out = fn(dict(config), seed)  # a copy: the function cannot change the sweep's configuration
-        if not isinstance(out, Mapping):
-            raise TypeError(f"the experiment must return a dict of metrics, got {type(out).__name__}")
-        out = _json(dict(out), "the experiment's metrics")
-        history = out.pop("history", [])
-        clash = [k for k in out if k in RESERVED or k in config]
-        if clash:
-            raise ValueError(f"metric names {clash} clash with the table's columns or configuration keys")
-        record = {"status": "ok", "metrics": out, "history": history, "error": "", "traceback": ""}
+        metrics, history = _checked_output(out, config)
+        record = {"status": "ok", "metrics": metrics, "history": history, "error": "", "traceback": ""}
     except Exception as err:
         record = {"status": "error", "metrics": {}, "history": [], "error": f"{type(err).__name__}: {err}",
                   "traceback": traceback.format_exc()}
     record["time"] = time.perf_counter() - started
     return record
+
+
+def _checked_output(out: Any, config: Mapping[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """The experiment's metrics and history as JSON values; a TypeError or ValueError saying what is wrong."""
+    if not isinstance(out, Mapping):
+        raise TypeError(f"the experiment must return a dict of metrics, got {type(out).__name__}")
+    bad = [k for k in out if not isinstance(k, str)]
+    if bad:  # JSON would turn 1 into "1", silently merging it with a metric "1"
+        raise TypeError(f"metric names must be str, got {bad[0]!r} ({type(bad[0]).__name__})")
+    out = _json(dict(out), "the experiment's metrics")
+    history = out.pop("history", [])
+    _check_history(history)
+    _check_metric_names(out, config)
+    return out, history
+
+
+def _check_history(history: Any) -> None:
+    if not isinstance(history, list) or not all(_is_number(v) for v in history):
+        shown = type(history).__name__ if not isinstance(history, list) else \
+            next(f"an entry {v!r}" for v in history if not _is_number(v))
+        raise TypeError(f"the experiment's \"history\" must be a list of numbers (losses), got {shown}")
+
+
+def _check_metric_names(metrics: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    clash = [k for k in metrics if k in RESERVED or k in config]
+    if clash:
+        raise ValueError(f"metric names {clash} clash with the table's columns or configuration keys")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def _failed(err: BaseException) -> dict[str, Any]:
@@ -161,12 +195,109 @@ def _failed(err: BaseException) -> dict[str, Any]:
             "traceback": text, "time": 0.0}
 
 
+# ------------------------------------------------------------------------------ what a run's function is
+
+
 def _name(fn: Callable) -> str:
+    """The function for people: ``module.qualname``, a partial with its arguments."""
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"functools.partial({', '.join([_name(fn.func), *args])})"[:300]
     return f"{getattr(fn, '__module__', None) or '?'}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def _load(out: Path, run: _Run, experiment: str) -> dict[str, Any] | None:
-    """The record of a successful earlier run, or None when it must run (again)."""
+def experiment_id(fn: Callable) -> str:
+    """What identifies an experiment function in an ``out_dir``: 16 hex digits, stable across processes.
+
+    The hash covers the function's ``module.qualname``, its code (bytecode, constants and names,
+    not line numbers), its defaults and the values its closure captured; for a
+    ``functools.partial`` the wrapped function and the bound arguments; for a bound method its
+    function and object. Two closures of one factory, two partials of one function with other
+    arguments, two lambdas and an edited function are different experiments. Captured values
+    are hashed by value (JSON values, NumPy arrays, functions, and anything else by its pickle);
+    an object that cannot be pickled counts by its type only.
+
+    Args:
+        fn: the experiment function (any callable).
+
+    Returns:
+        The identity, as hex text.
+
+    Example:
+        >>> import functools
+        >>> def experiment(config, seed, scale=1.0):
+        ...     return {"loss": scale * seed}
+        >>> experiment_id(functools.partial(experiment, scale=2.0)) == experiment_id(
+        ...     functools.partial(experiment, scale=2.0))
+        True
+        >>> experiment_id(functools.partial(experiment, scale=2.0)) == experiment_id(experiment)
+        False
+    """
+    described = json.dumps(_describe(fn, set()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def _describe(x: Any, seen: set[int]) -> Any:
+    """``x`` as a JSON value that differs whenever ``x`` does (for functions: code and captured values)."""
+    if x is None or isinstance(x, bool | int | str):
+        return x
+    if isinstance(x, float):
+        return repr(x)  # NaN and inf too; and 1.0 apart from 1
+    if id(x) in seen:
+        return "<cycle>"
+    seen = seen | {id(x)}
+    if isinstance(x, functools.partial):
+        return {"partial": _describe(x.func, seen), "args": _describe(x.args, seen),
+                "keywords": _describe(x.keywords, seen)}
+    if isinstance(x, types.MethodType):
+        return {"method": _describe(x.__func__, seen), "self": _describe(x.__self__, seen)}
+    if isinstance(x, types.FunctionType):
+        cells = []
+        for cell in x.__closure__ or ():
+            try:
+                cells.append(_describe(cell.cell_contents, seen))
+            except ValueError:  # a cell not yet filled
+                cells.append("<empty>")
+        return {"function": _name(x), "code": _code(x.__code__), "defaults": _describe(x.__defaults__, seen),
+                "kwdefaults": _describe(x.__kwdefaults__, seen), "closure": cells}
+    if isinstance(x, list | tuple):
+        return {type(x).__qualname__: [_describe(v, seen) for v in x]}
+    if isinstance(x, dict):
+        return {"dict": sorted(([_describe(k, seen), _describe(v, seen)] for k, v in x.items()), key=repr)}
+    if isinstance(x, np.ndarray | np.generic):
+        a = np.asarray(x)
+        return {"array": [str(a.dtype), list(a.shape), hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()]}
+    try:
+        return {"pickle": [type(x).__qualname__, hashlib.sha256(pickle.dumps(x, protocol=4)).hexdigest()]}
+    except Exception:  # not picklable: the type is all that can be told
+        return {"object": f"{type(x).__module__}.{type(x).__qualname__}"}
+
+
+def _code(code: types.CodeType) -> str:
+    """A hash of what a code object does: bytecode, constants (nested code too) and names."""
+    def const(c: Any) -> str:
+        if isinstance(c, types.CodeType):
+            return _code(c)
+        if isinstance(c, frozenset):  # its repr's order changes with the string hash seed
+            return "frozenset(" + ",".join(sorted(const(v) for v in c)) + ")"
+        if isinstance(c, tuple):
+            return "(" + ",".join(const(v) for v in c) + ")"
+        return f"{type(c).__name__}:{c!r}"
+
+    parts = [code.co_code.hex(), const(code.co_consts), repr(code.co_names), repr(code.co_varnames),
+             repr(code.co_freevars), str(code.co_argcount), str(code.co_kwonlyargcount)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ records in out_dir
+
+
+def _load(out: Path, run: _Run, name: str, identity: str) -> dict[str, Any] | None:
+    """The record of a successful earlier run, or None when it must run (again).
+
+    A record is checked as strictly as a new run's: anything missing or malformed means run it
+    again. A valid record of another experiment is an error: its folder is not this sweep's.
+    """
     try:
         record = json.loads((out / f"{run.id}.json").read_text())
     except (OSError, ValueError):  # absent, or unreadable: run it
@@ -175,10 +306,39 @@ def _load(out: Path, run: _Run, experiment: str) -> dict[str, Any] | None:
         return None
     if record.get("config") != run.config or record.get("seed") != run.seed:
         return None
-    if record.get("experiment") != experiment:
-        raise ValueError(f"sweep: {out} holds runs of {record.get('experiment')}, not of {experiment}; "
-                         "give each experiment its own out_dir")
-    return record if record.get("status") == "ok" else None
+    if record.get("experiment_id") != identity:
+        raise ValueError(f"sweep: {out} holds runs of another experiment ({str(record.get('experiment'))[:200]}, "
+                         f"id {record.get('experiment_id')}), not of {name} (id {identity}); give each experiment "
+                         "its own out_dir (an edited function, or other bound arguments, is another experiment)")
+    if record.get("status") != "ok" or not _valid(record, run):
+        return None
+    return record
+
+
+def _valid(record: dict[str, Any], run: _Run) -> bool:
+    """Whether an "ok" record read from disk has every field a fresh one has, of the right kind."""
+    try:
+        metrics = record["metrics"]
+        if not isinstance(metrics, dict) or not all(isinstance(k, str) for k in metrics):
+            return False
+        _check_metric_names(metrics, run.config)
+        _check_history(record["history"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (isinstance(record.get("error"), str) and isinstance(record.get("traceback"), str)
+            and _is_number(record.get("time")) and record.get("run") == run.id)
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any run, naming ``out_dir``, when its records could not be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise type(err)(err.errno, f"sweep: cannot write the runs' records into out_dir ({err.strerror})",
+                        str(out)) from None
 
 
 # ------------------------------------------------------------------------------ executors
@@ -205,13 +365,25 @@ def _pooled(executor: Any, fn: Experiment, todo: list[_Run]) -> Iterator[tuple[_
             future.cancel()
 
 
-def _dask(client: Any, fn: Experiment, todo: list[_Run], experiment: str,
+def _task_tag(fn: Experiment, identity: str) -> str:
+    """The function itself, for Dask's task keys: its cloudpickle bytes (what the workers run) and identity."""
+    try:
+        import cloudpickle
+
+        shipped = cloudpickle.dumps(fn)
+    except Exception:  # it will not travel anyway; a token of this sweep keeps the keys apart
+        shipped = uuid.uuid4().bytes
+    return hashlib.sha256(shipped + identity.encode()).hexdigest()[:16]
+
+
+def _dask(client: Any, fn: Experiment, todo: list[_Run], identity: str,
           retries: int) -> Iterator[tuple[_Run, dict]]:
     from distributed import as_completed
 
-    tag = hashlib.sha256(experiment.encode()).hexdigest()[:8]
-    # The key is the run's own name: a run submitted twice (two clients, a resubmission) is one task
-    # on the scheduler. Tasks of a worker that died are rescheduled by the scheduler itself.
+    tag = _task_tag(fn, identity)
+    # The key names the function and the run: a run of one function submitted twice (two clients,
+    # a resubmission) is one task on the scheduler, and runs of different functions never share one.
+    # Tasks of a worker that died are rescheduled by the scheduler itself.
     futures = {client.submit(_execute, fn, run.config, run.seed, key=f"funcnet-run-{tag}-{run.id}",
                              retries=retries): run for run in todo}
     try:
@@ -236,32 +408,63 @@ def _outcome(future: Any) -> dict[str, Any]:
 def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, Any],
           seeds: int | Iterable[int], *, executor: Any = None, out_dir: str | os.PathLike[str] | None = None,
           progress: bool | None = None, fail_fast: bool = False, retries: int = 3) -> Results:
-    """Run ``fn(config, seed)`` for every configuration and seed (an int n means ``range(n)``).
+    """Run ``fn(config, seed)`` for every configuration and seed; one table row per run.
 
-    ``executor``: None (here, in order), a ``concurrent.futures.Executor`` or a
-    ``dask.distributed.Client``. ``out_dir`` keeps every finished run and lets a rerun skip the
-    successful ones. A failing run is a row with status ``"error"``; with ``fail_fast`` the first
-    one stops the sweep with :class:`SweepError`. ``retries``: Dask's retries of a task that
-    raised outside ``fn`` (a task whose worker died is rescheduled by the scheduler anyway, up
-    to ``distributed.scheduler.allowed-failures`` times). ``progress``: a bar over runs (None:
-    when stderr is a terminal).
+    Args:
+        fn: the experiment, ``fn(config, seed) -> {metric: value, ..., "history": [losses]}``;
+            metric names are str, values JSON values, ``history`` a list of numbers.
+        configs: a list of configurations (dicts of JSON values, str keys), or one.
+        seeds: an int n (seeds ``0..n-1``) or the seeds themselves.
+        executor: None (here, in order), a ``concurrent.futures.Executor`` (or anything whose
+            ``submit`` returns a ``concurrent.futures.Future``) or a ``dask.distributed.Client``.
+        out_dir: a folder that keeps every finished run (``<run>.json``); a rerun loads the
+            successful ones of the same experiment (see :func:`experiment_id`) instead of running them.
+        progress: a bar over runs (None: when stderr is a terminal).
+        fail_fast: stop with :class:`SweepError` at the first failed run.
+        retries: Dask's retries of a task that raised outside ``fn`` (a task whose worker died is
+            rescheduled by the scheduler anyway, up to ``distributed.scheduler.allowed-failures``).
+
+    Returns:
+        The :class:`Results`, rows in the runs' order (configurations outer, seeds inner). A
+        failed run is a row with status ``"error"``.
+
+    Raises:
+        SweepError: a run failed under ``fail_fast``.
+        KeyboardInterrupt: Ctrl-C (also ``fit``'s ``TrainingInterrupted`` from ``fn``) stops the
+            sweep; the run it cut short is not recorded, the finished ones stay in ``out_dir``.
+        ValueError: invalid configurations or seeds; ``out_dir`` holds runs of another experiment.
+        TypeError: an executor that is none of the above; configuration values that are not JSON.
+        OSError: ``out_dir`` cannot be written (the error names it).
+
+    Example:
+        >>> import tempfile
+        >>> from funcnet import random
+        >>> def noisy(config, seed):
+        ...     draw = float(random.normal(random.key(seed), (), dtype="float32"))
+        ...     return {"loss": config["scale"] * draw ** 2}
+        >>> folder = tempfile.mkdtemp()
+        >>> results = sweep(noisy, grid(scale=[1.0, 2.0]), 3, out_dir=folder, progress=False)
+        >>> len(results), results.metrics
+        (6, ['loss'])
+        >>> sweep(noisy, grid(scale=[1.0, 2.0]), 3, out_dir=folder, progress=False).skipped
+        6
     """
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"sweep: executor must be None, a concurrent.futures.Executor or a dask Client, "
                         f"got {type(executor).__name__}")
     runs = _runs(configs, seeds)
-    experiment = _name(fn)
+    name, identity = _name(fn), experiment_id(fn)
     out = None if out_dir is None else Path(out_dir)
     records: dict[int, dict[str, Any]] = {}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        records = {run.index: rec for run in runs if (rec := _load(out, run, experiment)) is not None}
+        _check_writable(out)
+        records = {run.index: rec for run in runs if (rec := _load(out, run, name, identity)) is not None}
     skipped = len(records)
     todo = [run for run in runs if run.index not in records]
     if executor is None:
         completed = _sequential(fn, todo)
     elif _is_dask_client(executor):
-        completed = _dask(executor, fn, todo, experiment, retries)
+        completed = _dask(executor, fn, todo, identity, retries)
     else:
         completed = _pooled(executor, fn, todo)
 
@@ -270,11 +473,11 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
     try:
         with contextlib.closing(completed):
             for run, record in completed:
-                record = {"format": FORMAT, "experiment": experiment, "run": run.id, "config": run.config,
-                          "seed": run.seed, **record}
+                record = {"format": FORMAT, "experiment": name, "experiment_id": identity, "run": run.id,
+                          "config": run.config, "seed": run.seed, **record}
                 records[run.index] = record
                 if out is not None:
-                    write_atomic(str(out / f"{run.id}.json"), [json.dumps(record).encode() + b"\n"])
+                    write_atomic(out / f"{run.id}.json", json.dumps(record).encode() + b"\n", what="run's record")
                 failures += record["status"] != "ok"
                 if bar is not None:
                     bar.update(1)
@@ -466,26 +669,15 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
     return finish(plt, fig, None if path is None else Path(path), show)
 
 
-# ------------------------------------------------------------------------------ the spiral
+# ------------------------------------------------------------------------------ moved names
 
 
-SPIRAL_DEFAULTS = {"hidden": 10, "lr": 1.0, "epochs": 300, "batch_size": 30, "eval_interval": 10}
+def __getattr__(name: str) -> Any:
+    """``spiral_experiment`` and ``SPIRAL_DEFAULTS`` moved to :mod:`funcnet.recipes`; the old names still work."""
+    if name in ("spiral_experiment", "SPIRAL_DEFAULTS"):
+        warnings.warn(f"funcnet.experiments.{name} moved to funcnet.recipes.{name}", DeprecationWarning,
+                      stacklevel=2)
+        from funcnet import recipes
 
-
-def spiral_experiment(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """The seed's run, TwoLayerNet(2, hidden, 3) and SGD(lr) on the spiral; settings as SPIRAL_DEFAULTS."""
-    unknown = set(config) - set(SPIRAL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"spiral_experiment: unknown settings {sorted(unknown)}; "
-                         f"known: {list(SPIRAL_DEFAULTS)}")
-    c = {**SPIRAL_DEFAULTS, **config}
-    x, t = spiral.load_data(dtype="float32")
-    model, optimizer = TwoLayerNet(2, c["hidden"], 3), optim.SGD(lr=c["lr"])
-    step = train.make_train_step(model, softmax_cross_entropy, optimizer)
-    state = train.init_state(model, optimizer, random.key(seed), (2,))
-    state, history = train.fit(step, state, x, t, epochs=c["epochs"], batch_size=c["batch_size"],
-                               eval_interval=c["eval_interval"], progress=False)
-    if history["interrupted"]:  # fit hands Ctrl-C back as a flag: a cut-short run is no result
-        raise KeyboardInterrupt
-    result = train.evaluate(model, state.params, x, t)
-    return {"loss": result["loss"], "accuracy": result["accuracy"], "history": history["loss"]}
+        return getattr(recipes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

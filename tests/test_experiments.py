@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -15,14 +16,15 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from funcnet import experiments, random
-from funcnet.experiments import Results, SweepError, grid, run_id, spiral_experiment, sweep
+from funcnet.experiments import Results, SweepError, experiment_id, grid, run_id, sweep
+from funcnet.recipes import spiral_experiment
 
 SPIRAL_GRID = grid(hidden=[5, 10], lr=[0.3, 1.0], epochs=2)
 SEEDS = [0, 1, 7]
@@ -54,6 +56,32 @@ def crash_once(config, seed):
         first.touch()
         os._exit(3)  # a dying worker: no exception, no cleanup
     return toy(config, seed)
+
+
+def scaled(factor: float):
+    """A factory of experiments: closures of one ``module.qualname`` that differ only in ``factor``."""
+    def experiment(config, seed):
+        time.sleep(config.get("sleep", 0.0))
+        return {"loss": factor * (seed + 1)}
+    return experiment
+
+
+def times(config, seed, *, factor):
+    """An experiment to bind with ``functools.partial``."""
+    time.sleep(config.get("sleep", 0.0))
+    return {"loss": factor * (seed + 1)}
+
+
+def plus(config, seed, *, factor):
+    """Another function to bind with ``functools.partial``, of the same signature as ``times``."""
+    return {"loss": factor + seed}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """What ``fit`` raises on Ctrl-C: a KeyboardInterrupt carrying the last complete state."""
+
+
+INTERRUPTS = {"fit": TrainingInterrupted, "ctrl-c": KeyboardInterrupt}
 
 
 def executions(folder: Path, prefix: str = "ran-") -> int:
@@ -149,6 +177,87 @@ def test_metrics_are_json_values():
     assert bad[0]["status"] == "error" and "JSON" in bad[0]["error"]
 
 
+def test_metric_names_must_be_str():
+    def int_and_str_one(config, seed):
+        return {1: 2.0, "1": 3.0}  # JSON would merge them into one "1", silently losing a value
+
+    res = sweep(int_and_str_one, [{}], 1, progress=False)
+    assert res[0]["status"] == "error"
+    assert res[0]["error"] == "TypeError: metric names must be str, got 1 (int)"
+    assert "1" not in res.columns
+
+
+@pytest.mark.parametrize("history", [5.0, "1.0", [1.0, "2"], [1.0, None], [[1.0]], {"loss": [1.0]}, [True]])
+def test_a_history_that_is_not_a_list_of_numbers_fails_the_run(history, tmp_path):
+    def returns(config, seed):
+        return {"loss": 1.0, "history": history}
+
+    res = sweep(returns, [{}], 1, progress=False)
+    assert res[0]["status"] == "error" and "history" in res[0]["error"] and "list of numbers" in res[0]["error"]
+    assert res[0]["history"] == []
+    pytest.importorskip("matplotlib")
+    res.plot(tmp_path / "curves.png")  # nothing a failed run returned reaches the plot
+
+
+def _tamper(folder: Path, change) -> None:
+    for path in folder.glob("*.json"):
+        record = json.loads(path.read_text())
+        change(record)
+        path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r["metrics"].update(seed=99),
+    lambda r: r["metrics"].update(scale=5.0),
+    lambda r: r["metrics"].update(run="x"),
+    lambda r: r.pop("metrics"),
+    lambda r: r.pop("history"),
+    lambda r: r.pop("time"),
+    lambda r: r.update(metrics=[1.0]),
+    lambda r: r.update(history=5.0),
+    lambda r: r.update(history=["1.0"]),
+    lambda r: r.update(error=None),
+    lambda r: r.update(run="0123456789abcdef"),
+], ids=["reserved-seed", "config-key", "reserved-run", "no-metrics", "no-history", "no-time", "metrics-list",
+        "history-number", "history-text", "error-none", "another-run"])
+def test_records_read_back_are_checked_like_new_ones_and_bad_ones_run_again(tmp_path, change):
+    config = {"scale": 1.0, "dir": str(tmp_path)}
+    first = sweep(counted, [config], 2, out_dir=tmp_path / "runs", progress=False)
+    _tamper(tmp_path / "runs", change)
+    again = sweep(counted, [config], 2, out_dir=tmp_path / "runs", progress=False)
+    assert again.skipped == 0 and executions(tmp_path) == 4  # both ran again: no KeyError, no row of 99
+    assert reproducible(again) == reproducible(first)
+    assert sweep(counted, [config], 2, out_dir=tmp_path / "runs", progress=False).skipped == 2  # repaired
+
+
+def test_a_read_only_out_dir_is_named_before_any_run(tmp_path, monkeypatch):
+    config = {"scale": 1.0, "dir": str(tmp_path)}
+    out = tmp_path / "runs"
+    out.mkdir()
+
+    def refused(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, ".probe.x1y2z3.tmp"))
+
+    monkeypatch.setattr(experiments.tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError, match="out_dir") as info:
+        sweep(counted, [config], 2, out_dir=out, progress=False)
+    assert info.value.filename == str(out) and ".tmp" not in str(info.value)
+    assert executions(tmp_path) == 0  # said before an hour of runs, not after the first
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_really_read_only_out_dir_is_named(tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match="out_dir") as info:
+            sweep(toy, [{"scale": 1.0}], 1, out_dir=out, progress=False)
+        assert info.value.filename == str(out) and ".tmp" not in str(info.value)
+    finally:
+        out.chmod(0o700)
+
+
 def test_invalid_sweeps_are_refused():
     with pytest.raises(ValueError, match="reserved"):
         sweep(toy, [{"seed": 1, "scale": 1.0}], 1)
@@ -172,6 +281,20 @@ def test_a_dask_local_cluster_gives_the_sequential_table_bit_for_bit(sequential,
     assert os.getpid() not in workers.values()  # the runs really ran in other processes
 
 
+def test_dask_tasks_of_different_functions_never_share_a_key(client):
+    # two sweeps at once on one scheduler, of functions with one module.qualname: closures of
+    # one factory, and partials of one function; each sweep must get its own function's results
+    for first, second in [(scaled(1.0), scaled(10.0)),
+                          (functools.partial(times, factor=1.0), functools.partial(times, factor=10.0))]:
+        configs = [{"sleep": 0.2}]
+        with ThreadPoolExecutor(2) as threads:
+            a = threads.submit(sweep, first, configs, 2, executor=client, progress=False)
+            b = threads.submit(sweep, second, configs, 2, executor=client, progress=False)
+            a, b = a.result(timeout=60), b.result(timeout=60)
+        assert [r["loss"] for r in a] == [1.0, 2.0]
+        assert [r["loss"] for r in b] == [10.0, 20.0]
+
+
 def test_a_process_pool_gives_the_sequential_table_bit_for_bit(sequential):
     with spawn_pool() as pool:
         pooled = sweep(spiral_experiment, SPIRAL_GRID, SEEDS, executor=pool, progress=False)
@@ -179,8 +302,8 @@ def test_a_process_pool_gives_the_sequential_table_bit_for_bit(sequential):
 
 
 def test_dask_is_imported_only_when_used():
-    code = ("import sys; from funcnet import experiments as e; "
-            "r = e.sweep(e.spiral_experiment, [{'epochs': 1}], 2, progress=False); "
+    code = ("import sys; from funcnet import experiments as e, recipes; "
+            "r = e.sweep(recipes.spiral_experiment, [{'epochs': 1}], 2, progress=False); "
             "assert len(r) == 2; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -227,6 +350,56 @@ def test_an_out_dir_belongs_to_one_experiment(tmp_path):
     sweep(toy, [{"scale": 1.0}], 1, out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="own out_dir"):
         sweep(other, [{"scale": 1.0}], 1, out_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("first, other", [
+    (functools.partial(times, factor=1.0), functools.partial(times, factor=2.0)),
+    (functools.partial(times, factor=1.0), functools.partial(plus, factor=1.0)),
+    (scaled(1.0), scaled(2.0)),
+    (lambda config, seed: {"loss": 1.0}, lambda config, seed: {"loss": 2.0}),
+], ids=["partial-args", "partial-function", "closures", "lambdas"])
+def test_an_out_dir_is_never_handed_to_another_partial_closure_or_lambda(tmp_path, first, other):
+    done = sweep(first, [{}], 2, out_dir=tmp_path, progress=False)
+    assert experiment_id(first) != experiment_id(other)
+    with pytest.raises(ValueError, match=f"holds runs of another experiment.*{experiment_id(other)}.*own out_dir"):
+        sweep(other, [{}], 2, out_dir=tmp_path, progress=False)
+    again = sweep(first, [{}], 2, out_dir=tmp_path, progress=False)  # the same function resumes
+    assert again.skipped == 2 and again.rows == done.rows
+
+
+def test_the_experiment_identity_is_stable_across_processes_and_equal_builds():
+    assert experiment_id(functools.partial(times, factor=1.0)) == experiment_id(functools.partial(times, factor=1.0))
+    assert experiment_id(scaled(3.0)) == experiment_id(scaled(3.0))
+    assert experiment_id(functools.partial(times, factor=1)) != experiment_id(functools.partial(times, factor=1.0))
+    code = ("import functools; from funcnet import experiments, recipes; "
+            "print(experiments.experiment_id(recipes.spiral_experiment), "
+            "experiments.experiment_id(functools.partial(recipes.spiral_experiment)))")
+    ids = set()
+    for hash_seed in ("1", "2"):  # str hashes (and so set and frozenset order) differ between these
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                             cwd=Path(__file__).resolve().parent.parent)
+        ids.add(out.stdout.strip())
+    assert ids == {f"{experiment_id(spiral_experiment)} {experiment_id(functools.partial(spiral_experiment))}"}
+
+
+def test_a_keyboard_interrupt_stops_a_sequential_sweep_and_no_cut_run_is_recorded(tmp_path):
+    started = []
+
+    def cut_at_seed_2(config, seed):
+        started.append(seed)
+        if seed == 2:
+            raise INTERRUPTS[config["interrupt"]]  # as fit does on Ctrl-C: the experiment catches nothing
+        return {"loss": float(seed)}
+
+    for name, interrupt in INTERRUPTS.items():
+        started.clear()
+        out = tmp_path / name
+        with pytest.raises(interrupt):
+            sweep(cut_at_seed_2, [{"interrupt": name}], 4, out_dir=out, progress=False)
+        assert started == [0, 1, 2]  # the sweep stopped: seed 3 never started
+        # seeds 0 and 1 are kept; seed 2, cut short, is not recorded, not even as failed
+        assert sorted(p.stem for p in out.iterdir()) == sorted(run_id({"interrupt": name}, s) for s in (0, 1))
 
 
 # ------------------------------------------------------------------------------ failures
