@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import _common
 import numpy as np
-from tqdm import tqdm
 
 from funcnet import SoftmaxWithLoss, optim, plot, random, train, tree
 from funcnet.datasets import spiral
@@ -22,7 +21,9 @@ from funcnet.models import TwoLayerNet
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _common.parse(_common.parser(__doc__.splitlines()[0], epochs=300), argv)
+    p = _common.parser(__doc__.splitlines()[0], epochs=300)
+    _common.add_progress_option(p)
+    args = _common.parse(p, argv)
 
     # 1. hyper-parameters
     max_epoch = args.epochs
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     loss_count = 0
     loss_list = []
 
-    for epoch in tqdm(range(max_epoch), unit="epoch", disable=None):
+    for epoch in _common.epochs(max_epoch, progress=not args.no_progress):
         # 3. shuffle: a permutation that is a pure function of the state's key and the epoch
         idx = random.permutation(random.fold_in(state.key, epoch), data_size)
         xs, ts = x[idx], t[idx]
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             # report the mean loss every 10 iterations
             if (iters + 1) % 10 == 0:
                 avg_loss = total_loss / loss_count
-                tqdm.write(f"| epoch {epoch + 1} |  iter {iters + 1} / {max_iters} | loss {avg_loss:.2f}")
+                print(f"| epoch {epoch + 1} |  iter {iters + 1} / {max_iters} | loss {avg_loss:.2f}")
                 loss_list.append(avg_loss)
                 total_loss, loss_count = 0.0, 0
 
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

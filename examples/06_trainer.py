@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
     x, t = spiral.load_data()
     model = TwoLayerNet(input_size=2, hidden_size=hidden_size, output_size=3)
-    optimizer = optim.SGD(lr=learning_rate)
+    optimizer = optim.sgd(learning_rate)
 
     # the seed's three lines (plot writes a PNG here instead of opening a window)
     trainer = Trainer(model, optimizer)
@@ -41,4 +41,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

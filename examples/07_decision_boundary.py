@@ -17,14 +17,17 @@ from funcnet.models import TwoLayerNet
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _common.parse(_common.parser(__doc__.splitlines()[0], epochs=300), argv)
+    p = _common.parser(__doc__.splitlines()[0], epochs=300)
+    _common.add_progress_option(p)
+    args = _common.parse(p, argv)
     x, t = spiral.load_data()
     x = x.astype(np.float32)
     model = TwoLayerNet(2, 10, 3)
     optimizer = optim.sgd(1.0)
     step = train.make_train_step(model, SoftmaxWithLoss, optimizer)
     state = train.init_state(model, optimizer, random.key(0), (2,))
-    state, history = train.fit(step, state, x, t, epochs=args.epochs, batch_size=30, eval_interval=10)
+    state, history = _common.fit(step, state, x, t, epochs=args.epochs, batch_size=30, eval_interval=10,
+                                 progress=not args.no_progress)
     result = train.evaluate(model, state.params, x, t)
     print(f"{args.epochs} epochs in {history['time']:.2f} s: loss {result['loss']:.4f}, "
           f"accuracy {result['accuracy']:.3f}")
@@ -41,4 +44,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -39,7 +39,7 @@ def activations(layers, params, x) -> int:
     return total
 
 
-def spiral_run(dtype: str, epochs: int) -> dict:
+def spiral_run(dtype: str, epochs: int, progress: bool) -> dict:
     x, t = spiral.load_data(dtype=dtype)
     model = TwoLayerNet(2, 10, 3)
     optimizer = optim.sgd(1.0)
@@ -52,7 +52,8 @@ def spiral_run(dtype: str, epochs: int) -> dict:
     layers = (Affine(10), Sigmoid(), Affine(3))  # TwoLayerNet's layers, for the activations' sizes
     memory = {"params": nbytes(state.params), "activations": activations(layers, state.params, x)}
     started = time.perf_counter()
-    state, history = train.fit(step, state, x, t, epochs=epochs, batch_size=30, eval_interval=10, progress=False)
+    state, history = _common.fit(step, state, x, t, epochs=epochs, batch_size=30, eval_interval=10,
+                                 progress=progress, label=dtype)
     seconds = time.perf_counter() - started
     result = train.evaluate(model, state.params, x, t)
     return {"state": state, "model": model, "x": x, "t": t, "losses": history["loss"], "seconds": seconds,
@@ -131,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     p = _common.parser(__doc__.splitlines()[0], epochs=300)
     p.add_argument("--steps", type=_common.positive_int, default=None,
                    help="timed training steps of the wide net (default 20; 2 when FUNCNET_SMOKE=1)")
+    _common.add_progress_option(p)
     args = _common.parse(p, argv)
     steps = args.steps or (2 if _common.smoke() else 20)
 
-    runs = {dtype: spiral_run(dtype, args.epochs) for dtype in DTYPES}
+    runs = {dtype: spiral_run(dtype, args.epochs, not args.no_progress) for dtype in DTYPES}
     print(f"== the seed's net on the spiral data, {args.epochs} epochs ==")
     table([
         ("params (bytes)", *(f"{runs[d]['params']:,}" for d in DTYPES)),
@@ -175,4 +177,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

@@ -21,7 +21,7 @@ from funcnet.datasets import spiral
 from funcnet.models import TwoLayerNet
 
 
-def run(name: str, epochs: int) -> dict:
+def run(name: str, epochs: int, progress: bool) -> dict:
     x, t = spiral.load_data()
     x = x.astype(np.float32)
     x, t = backend.put((x, t), name)  # the data set on the device (a no-op for numpy)
@@ -30,7 +30,8 @@ def run(name: str, epochs: int) -> dict:
     step = train.make_train_step(model, SoftmaxWithLoss, optimizer)
     state = train.init_state(model, optimizer, random.key(0), (2,), backend=name)
     started = time.perf_counter()
-    state, history = train.fit(step, state, x, t, epochs=epochs, batch_size=30, eval_interval=10, progress=False)
+    state, history = _common.fit(step, state, x, t, epochs=epochs, batch_size=30, eval_interval=10,
+                                 progress=progress, label=name)
     seconds = time.perf_counter() - started
     result = train.evaluate(model, state.params, x, t)
     return {"params": backend.to_numpy(state.params), "leaf": tree.leaves(state.params)[0], "seconds": seconds,
@@ -40,7 +41,8 @@ def run(name: str, epochs: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = _common.parser(__doc__.splitlines()[0], epochs=300)
     p.add_argument("--backend", choices=("cupy", "jax"), default="cupy",
-                   help="the accelerator backend to try (default cupy, the seed's; jax uses its default device)")
+                   help="the accelerator backend to try (default: cupy, the seed's; jax uses its default device)")
+    _common.add_progress_option(p)
     args = _common.parse(p, argv)
 
     reason = backend.why_unavailable(args.backend)
@@ -60,14 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         device = backend.get("cupy").cuda.Device()
         print(f"cupy device {device.id}: compute capability {device.compute_capability}")
 
-    result = run(name, args.epochs)
+    result = run(name, args.epochs, not args.no_progress)
     leaf = result["leaf"]
     print(f"[{name}] params live in {type(leaf).__module__}.{type(leaf).__name__} ({leaf.dtype})")
     print(f"[{name}] {args.epochs} epochs in {result['seconds']:.2f} s: final loss {result['losses'][-1]:.4f}, "
           f"on all data: loss {result['loss']:.4f}, accuracy {result['accuracy']:.3f}")
 
     if name != "numpy":
-        reference = run("numpy", args.epochs)
+        reference = run("numpy", args.epochs, not args.no_progress)
         worst = max(float(np.max(np.abs(a - b)))
                     for a, b in zip(tree.leaves(result["params"]), tree.leaves(reference["params"]), strict=True))
         print(f"[numpy] {args.epochs} epochs in {reference['seconds']:.2f} s: loss {reference['loss']:.4f}, "
@@ -82,4 +84,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.run(main)

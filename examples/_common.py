@@ -5,20 +5,30 @@ headless (matplotlib's Agg backend) into ``--out`` (default ``out/`` at the repo
 which git ignores); ``--show`` also opens them in a window. With the environment variable
 ``FUNCNET_SMOKE=1`` training examples run a few epochs only, so the test suite runs them all
 quickly; an explicit ``--epochs`` wins over both.
+
+The scripts behave like Unix tools: ``--help`` names each default once, an invalid option is
+one line on stderr and exit status 2 (no usage block), ``script | head -3`` ends quietly (the
+script dies of SIGPIPE like ``cat`` would, without a traceback), and training shows a tqdm bar
+when stderr is a terminal and a few progress lines when it is a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "out"
 SMOKE_EPOCHS = 3
+LOG_LINES = 5  # progress lines written to a log file (stderr not a terminal) during one fit
 
 # Like the book's ``sys.path.append('.')``: a fresh checkout runs the examples without
 # ``pip install -e .`` (an installed funcnet is used when there is one).
@@ -42,17 +52,47 @@ def positive_int(text: str) -> int:
     return value
 
 
+class DefaultsOnceFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help already names its default.
+
+    argparse's ``ArgumentDefaultsHelpFormatter`` appends the default even where the help text
+    explains it (``default 300; 3 when FUNCNET_SMOKE=1``) and prints ``None`` for defaults that
+    are computed later; this one says each default once.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or not action.option_strings:
+            return text
+        default = " ".join(map(str, action.default)) if isinstance(action.default, list | tuple) else action.default
+        return f"{text} (default: {default})"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def parser(description: str, *, epochs: int | None = None) -> argparse.ArgumentParser:
     """An argument parser with ``--out`` and ``--show`` (and ``--epochs`` when ``epochs`` is given)."""
-    p = argparse.ArgumentParser(description=description)
+    p = Parser(description=description, formatter_class=DefaultsOnceFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="folder the figures are written to (default: out/ at the repository root)")
     p.add_argument("--show", action="store_true", help="also show the figures in a window")
     if epochs is not None:
         p.add_argument("--epochs", type=positive_int, default=None,
-                       help=f"training epochs (default {epochs}; {SMOKE_EPOCHS} when FUNCNET_SMOKE=1)")
+                       help=f"training epochs (default: {epochs}; {SMOKE_EPOCHS} when FUNCNET_SMOKE=1)")
         p.set_defaults(full_epochs=epochs)
     return p
+
+
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: neither a bar (stderr a terminal) nor progress lines (stderr a file)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on a terminal, no progress lines in a log file")
 
 
 def parse(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,3 +132,75 @@ def saved(path: Path) -> Path:
         shown = path
     print(f"saved {shown}")
     return path
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main`` and exit with its status; a closed stdout ends it quietly.
+
+    ``script | head -3``: once ``head`` has read its lines, the next write raises
+    ``BrokenPipeError`` (Python ignores SIGPIPE). The script then stops the way a Unix tool
+    stopped by SIGPIPE does (exit status 141 in the shell), without a traceback and without a
+    second error when Python flushes stdout at exit.
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush into the closed pipe
+        if hasattr(signal, "SIGPIPE"):
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGPIPE)
+        raise SystemExit(1) from None
+    raise SystemExit(status)
+
+
+def epochs(n: int, progress: bool = True) -> Any:
+    """``range(n)`` for a hand-written epoch loop, with a tqdm bar on a terminal and ``LOG_LINES``
+    lines (``epoch k/n``) on stderr when it is a file; nothing with ``progress=False``."""
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(range(n), unit="epoch")
+        return
+    chunk = max(1, math.ceil(n / LOG_LINES))
+    started = time.perf_counter()
+    for epoch in range(n):
+        yield epoch
+        if progress and ((epoch + 1) % chunk == 0 or epoch + 1 == n):
+            print(f"epoch {epoch + 1}/{n} ({100 * (epoch + 1) // n}%), {time.perf_counter() - started:.1f} s",
+                  file=sys.stderr, flush=True)
+
+
+def fit(step: Any, state: Any, x: Any, t: Any, *, epochs: int, batch_size: int, eval_interval: int,
+        progress: bool = True, label: str = "") -> tuple[Any, dict[str, Any]]:
+    """``train.fit`` with a tqdm bar when stderr is a terminal, else ``LOG_LINES`` progress lines.
+
+    For the lines the epochs run in a few consecutive ``train.fit`` calls: epoch ``e``'s shuffle
+    is ``fold_in(state.key, e)``, so the result is the one of a single call, bit for bit.
+    ``progress=False`` shows neither.
+    """
+    from funcnet import train
+
+    if not progress or sys.stderr.isatty():
+        return train.fit(step, state, x, t, epochs=epochs, batch_size=batch_size, eval_interval=eval_interval,
+                         progress=bool(progress))
+    chunk = max(1, math.ceil(epochs / LOG_LINES))
+    history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "interrupted": False, "time": 0.0}
+    started, done = time.perf_counter(), 0
+    prefix = f"{label}: " if label else ""
+    while done < epochs:
+        n = min(chunk, epochs - done)
+        state, part = train.fit(step, state, x, t, epochs=n, batch_size=batch_size, eval_interval=eval_interval,
+                                progress=False)
+        for name in ("loss", "step", "epoch"):
+            history[name] += part[name]
+        history["time"] += part["time"]
+        done += n
+        loss = f", loss {history['loss'][-1]:.4f}" if history["loss"] else ""
+        print(f"{prefix}epoch {done}/{epochs} ({100 * done // epochs}%){loss}, "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        if part["interrupted"]:
+            history["interrupted"] = True
+            break
+    return state, history

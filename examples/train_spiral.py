@@ -7,6 +7,7 @@ boundary and a JSON summary into --out.
 
     python examples/train_spiral.py                        # the seed's run
     python examples/train_spiral.py --optimizer adam --backend jax
+    python examples/train_spiral.py --dtype float16
     python examples/train_spiral.py --epochs 150 --checkpoint out/half.safetensors
     python examples/train_spiral.py --epochs 150 --resume out/half.safetensors   # = 300 epochs
 """
@@ -26,16 +27,18 @@ from funcnet import SoftmaxWithLoss, backend, checkpoint, optim, plot, random, t
 from funcnet.datasets import spiral
 from funcnet.models import TwoLayerNet
 
-# the book's optimizers by name, with a learning rate that reaches the book's result here
+# the optimizers by name, with a learning rate that reaches the book's result here
 OPTIMIZERS = {
-    "sgd": (optim.SGD, 1.0),
-    "momentum": (optim.Momentum, 0.1),
-    "nesterov": (optim.Nesterov, 0.1),
-    "adagrad": (optim.AdaGrad, 1.0),
-    "rmsprop": (optim.RMSprop, 0.03),
-    "adam": (optim.Adam, 0.03),
+    "sgd": (optim.sgd, 1.0),
+    "momentum": (optim.momentum, 0.1),
+    "nesterov": (optim.nesterov, 0.1),
+    "adagrad": (optim.adagrad, 1.0),
+    "rmsprop": (optim.rmsprop, 0.03),
+    "adam": (optim.adam, 0.03),
 }
 BACKENDS = ("numpy", "jax", "cupy", "array_api_strict")
+DTYPES = ("float16", "float32", "float64")
+STRUCTURE = ("optimizer", "hidden")  # settings that shape the saved state: they must match to resume
 EVAL_INTERVAL = 10
 LOSSES_KEY = "train_spiral.losses"  # the loss history so far, kept in a checkpoint's metadata
 CONFIG_KEY = "train_spiral.config"
@@ -63,7 +66,6 @@ def seed_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _common.parser(__doc__.splitlines()[0], epochs=300)
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial params and the shuffling")
     p.add_argument("--batch-size", type=_common.positive_int, default=30, help="mini-batch size")
     p.add_argument("--hidden", type=_common.positive_int, default=10, help="hidden layer width")
@@ -72,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{name} {lr:g}" for name, (_, lr) in OPTIMIZERS.items() if name != "sgd") + ")")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="the book's optimizers")
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="params' dtype")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (one is shown when stderr is a terminal)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="params' dtype (float16 trains with float32 optimizer state)")
+    _common.add_progress_option(p)
     p.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
                    help="save the final training state (params, optimizer state, key, step) here")
     p.add_argument("--resume", type=Path, default=None, metavar="PATH",
@@ -106,20 +108,60 @@ def config(args: argparse.Namespace) -> dict:
             "dtype": args.dtype, "seed": args.seed}
 
 
+def saved_settings(p: argparse.ArgumentParser, path: Path) -> tuple[dict, list[float]]:
+    """The settings and loss history that ``--checkpoint`` wrote into the file's metadata."""
+    try:
+        metadata = checkpoint.read_metadata(path)
+    except checkpoint.CheckpointError as err:
+        p.error(f"argument --resume: not a checkpoint: {err}")
+    except OSError as err:
+        p.error(f"argument --resume: cannot read {path} ({err.strerror or err})")
+    if CONFIG_KEY not in metadata:
+        p.error(f"argument --resume: {path} is a safetensors checkpoint, but not one written by "
+                f"{Path(__file__).name} --checkpoint (it has no record of this script's settings)")
+    try:
+        settings, losses = json.loads(metadata[CONFIG_KEY]), json.loads(metadata.get(LOSSES_KEY, "[]"))
+    except json.JSONDecodeError:
+        settings = losses = None
+    if not (isinstance(settings, dict) and isinstance(losses, list)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in losses)
+            and all(isinstance(settings.get(name), int | str) for name in STRUCTURE)):
+        p.error(f"argument --resume: {path} was written by {Path(__file__).name}, but the settings and "
+                "loss history stored with it are damaged (not the JSON this script writes)")
+    return settings, losses
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """The checkpoint module's message without the path it starts with (the user's path is named already)."""
+    text = " ".join(str(err).split())
+    for prefix in (f"{path}: ", f"{path} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
 def resume(p: argparse.ArgumentParser, args: argparse.Namespace, fresh: train.TrainState):
     """The saved state in ``fresh``'s structure, dtypes and backend, and the losses recorded so far."""
+    settings, losses = saved_settings(p, args.resume)
+    current = config(args)
+    differ = [name for name in STRUCTURE if settings[name] != current[name]]
+    if differ:
+        theirs = " ".join(f"--{name} {settings[name]}" for name in differ)
+        ours = " ".join(f"--{name} {current[name]}" for name in differ)
+        p.error(f"argument --resume: {args.resume} was saved by a run with {theirs}, this run has {ours}; "
+                f"resume with {theirs}")
     try:
         state = checkpoint.load(args.resume, like=fresh)
-        metadata = checkpoint.read_metadata(args.resume)
     except checkpoint.CheckpointError as err:
-        p.error(f"argument --resume: it does not match this run (--hidden, --optimizer): {err}".replace("\n", " "))
+        p.error(f"argument --resume: {args.resume} does not hold the state of TwoLayerNet(2, {args.hidden}, 3) "
+                f"with {args.optimizer} ({_reason(err, args.resume)})")
     except OSError as err:
         p.error(f"argument --resume: cannot read {args.resume} ({err.strerror or err})")
-    saved = json.loads(metadata.get(CONFIG_KEY, "{}"))
-    for name, value in config(args).items():
-        if name in saved and saved[name] != value and name != "seed":  # the key is restored, not re-seeded
-            print(f"note: resuming with {name} {value} (the checkpoint was trained with {saved[name]})")
-    return state, json.loads(metadata.get(LOSSES_KEY, "[]"))
+    for name, value in current.items():
+        if name in settings and settings[name] != value and name != "seed":  # the key is restored, not re-seeded
+            print(f"note: resuming with --{name.replace('_', '-')} {value} (the checkpoint was trained with "
+                  f"{settings[name]})")
+    return state, losses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.epochs} epochs of {iters} iterations, {args.dtype} on {args.backend}")
     started = time.perf_counter()
     try:
-        state, history = train.fit(step, state, x, t, epochs=args.epochs, batch_size=args.batch_size,
-                                   eval_interval=EVAL_INTERVAL, progress=False if args.no_progress else None)
+        state, history = _common.fit(step, state, x, t, epochs=args.epochs, batch_size=args.batch_size,
+                                     eval_interval=EVAL_INTERVAL, progress=not args.no_progress)
     except train.NonFiniteLossError as err:
         print(f"error: {err}; try a smaller --lr")
         return 1
@@ -194,4 +236,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _common.run(main)

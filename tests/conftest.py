@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -27,7 +28,29 @@ def backend_or_skip(name: str):
         return backend.get(name)
     if os.environ.get("CI") and name in REQUIRED_IN_CI:
         pytest.fail(f"backend {name} must be usable in CI: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason)  # one summary line for all of them: see pytest_runtest_makereport below
+
+
+_SKIP_LINE = inspect.getsourcelines(backend_or_skip)[1]
+
+
+def _unavailable_backend(reason: str) -> bool:
+    """Whether a skip's reason says a backend (cupy, no GPU, ...) cannot be used here."""
+    reason = reason.removeprefix("Skipped: ")
+    return any(reason == backend.why_unavailable(name) for name in BACKENDS) or "cupy" in reason.lower()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Skips for an unavailable backend are reported at one place, so ``-ra`` folds them into one
+    ``SKIPPED [N] tests/conftest.py:...: cupy is not installed`` line instead of one line per
+    test. They stay skips: counted as skipped, listed by ``-v``, never turned into passes."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        _, _, reason = report.longrepr
+        if _unavailable_backend(str(reason)):
+            report.longrepr = (__file__, _SKIP_LINE, reason)
 
 
 @pytest.fixture(params=BACKENDS)

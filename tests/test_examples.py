@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +57,15 @@ PRINTS = {
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run(script: str, out: Path, *args: str, smoke: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+def environment(smoke: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FUNCNET_SMOKE", "DISPLAY", "WAYLAND_DISPLAY")}
     if smoke:
         env["FUNCNET_SMOKE"] = "1"
+    return env
+
+
+def run(script: str, out: Path, *args: str, smoke: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = environment(smoke)
     return subprocess.run([sys.executable, str(EXAMPLES / script), "--out", str(out), *args], env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -117,6 +124,125 @@ def test_help(tmp_path):
     for option in ("--seed", "--epochs", "--batch-size", "--hidden", "--lr", "--optimizer", "--backend",
                    "--dtype", "--out", "--no-progress", "--checkpoint", "--resume"):
         assert option in result.stdout
+    for option, default in (("--seed", "0"), ("--epochs", "300"), ("--batch-size", "30"), ("--hidden", "10"),
+                            ("--optimizer", "sgd"), ("--backend", "numpy"), ("--dtype", "float32")):
+        assert f"(default: {default}" in " ".join(help_of(result.stdout)[option].split()), option
+
+
+# the scripts this file owns the command-line behaviour of (sweep_spiral.py has its own tests)
+CLI_SCRIPTS = sorted(set(FIGURES) - {"sweep_spiral.py"})
+
+
+def help_of(text: str) -> dict[str, str]:
+    """Each option of ``--help`` output and its help text (the lines up to the next option)."""
+    options: dict[str, str] = {}
+    current = None
+    for line in text.split("options:", 1)[1].splitlines():
+        match = re.match(r"^  (-{1,2}[\w-]+)", line)
+        if match:
+            current = match.group(1)
+            options[current] = line[match.end():]
+        elif current is not None:
+            options[current] += " " + line.strip()
+    return options
+
+
+@pytest.mark.parametrize("script", CLI_SCRIPTS)
+def test_help_names_each_default_once(script, tmp_path):
+    result = ok(run(script, tmp_path, "--help"))
+    assert result.stderr == ""
+    options = help_of(result.stdout)
+    assert "--out" in options and "--show" in options
+    for option, text in options.items():
+        assert text.count("(default") <= 1, f"{script} {option}: {text}"
+        assert "(default: None)" not in text and "(default: False)" not in text, f"{script} {option}: {text}"
+    assert str(EXAMPLES.parent) not in result.stdout  # no machine path in the help
+
+
+@pytest.mark.parametrize("script", CLI_SCRIPTS)
+def test_an_unknown_option_is_one_line_and_exit_code_2(script, tmp_path):
+    assert_one_line_error(run(script, tmp_path, "--no-such-option"), "unrecognized arguments: --no-such-option",
+                          script)
+    assert_one_line_error(run(script, tmp_path, "--out"), "--out", script)
+
+
+@pytest.mark.parametrize("script", CLI_SCRIPTS)
+def test_a_closed_stdout_ends_the_script_quietly(script, tmp_path):
+    """``script | head -3``: the reader goes away; the script stops on SIGPIPE without a traceback."""
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / script), "--out", str(tmp_path)],
+                               env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # as head does after its lines: every write from now on fails
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=300) == -signal.SIGPIPE, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_head_in_a_shell_pipeline_ends_quietly(tmp_path):
+    command = f'"{sys.executable}" "{EXAMPLES / DEMO}" --out "{tmp_path}" --no-progress | head -3'
+    result = subprocess.run(["bash", "-c", command], env=environment(), capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
+    assert result.stderr == "", result.stderr
+
+
+def progress_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if re.search(r"epoch \d+/\d+ \(\d+%\)", line)]
+
+
+@pytest.mark.parametrize("script", ["05_custom_training_loop.py", "07_decision_boundary.py", "08_precision.py",
+                                    "09_gpu.py", DEMO])
+def test_training_writes_a_few_progress_lines_into_a_log_file(script, tmp_path):
+    log = tmp_path / "train.log"
+    with log.open("w") as stderr:  # stderr is a file, not a terminal: lines, not a bar
+        result = subprocess.run([sys.executable, str(EXAMPLES / script), "--out", str(tmp_path), "--epochs", "20"],
+                                env=environment(), stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                timeout=300, check=False)
+    text = log.read_text()
+    assert result.returncode == 0, text
+    lines = progress_lines(text)
+    assert 2 <= len(lines) <= 10, text  # a few lines (08 and a GPU's 09 train twice)
+    assert "\r" not in text and "Traceback" not in text
+    assert lines[-1].split(":")[-1].strip().startswith("epoch 20/20 (100%)")
+    no_progress = run(script, tmp_path, "--epochs", "20", "--no-progress")
+    assert progress_lines(ok(no_progress).stderr) == []
+
+
+def test_training_shows_a_tqdm_bar_on_a_terminal(tmp_path):
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
+    try:
+        result = subprocess.run([sys.executable, str(EXAMPLES / DEMO), "--out", str(tmp_path), "--epochs", "20"],
+                                env=environment(), stdout=subprocess.PIPE, stderr=follower, timeout=300,
+                                check=False)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the terminal's other side is closed: all read
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert result.returncode == 0, terminal
+    assert "20/20" in terminal and "epoch" in terminal and "100%" in terminal, terminal
+    assert progress_lines(terminal) == []  # a bar, not the log file's lines
+
+
+def test_float16_params_train(tmp_path):
+    result = ok(run(DEMO, tmp_path, "--no-progress", "--dtype", "float16", "--epochs", "30"))
+    s = summary(tmp_path)
+    assert s["dtype"] == "float16" and "float16 on numpy" in result.stdout
+    assert np.isfinite(s["final_loss"]) and s["final_loss"] < 1.1
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +254,6 @@ def saved_state(tmp_path_factory):
 
 
 def invalid_cases(tmp: Path, saved: Path) -> list[tuple[list[str], str]]:
-    (tmp / "garbage.safetensors").write_bytes(b"not a checkpoint at all")
     return [
         (["--lr", "-1"], "--lr"),
         (["--lr", "nan"], "--lr"),
@@ -141,26 +266,56 @@ def invalid_cases(tmp: Path, saved: Path) -> list[tuple[list[str], str]]:
         (["--seed", "-1"], "--seed"),
         (["--optimizer", "lbfgs"], "--optimizer"),
         (["--backend", "tensorflow"], "--backend"),
-        (["--dtype", "float16"], "--dtype"),
+        (["--dtype", "int8"], "--dtype"),
         (["--no-such-option"], "unrecognized arguments"),
         (["--checkpoint", str(tmp)], "--checkpoint"),
         (["--resume", str(tmp / "missing.safetensors")], "--resume"),
-        (["--resume", str(tmp / "garbage.safetensors")], "--resume"),
-        (["--resume", str(saved), "--hidden", "20"], "--resume"),
-        (["--resume", str(saved), "--optimizer", "adam"], "--resume"),
     ]
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str) -> None:
+def resume_cases(tmp: Path, saved: Path) -> list[tuple[list[str], str]]:
+    """``--resume`` files that cannot continue this run, and what the one-line error must say."""
+    (tmp / "garbage.safetensors").write_bytes(b"not a checkpoint at all")
+    (tmp / "notes.txt").write_text("a text file, long enough to have a header length field\n" * 20)
+    params = {"W": np.ones((2, 3), np.float32)}
+    checkpoint.save(tmp / "plain.safetensors", params)  # a checkpoint, but not train_spiral's
+    for name, metadata in (("junk_config", {"train_spiral.config": "{not json", "train_spiral.losses": "[]"}),
+                           ("junk_losses", {"train_spiral.config": json.dumps({"optimizer": "sgd", "hidden": 10}),
+                                            "train_spiral.losses": '["a", null]'}),
+                           ("junk_shape", {"train_spiral.config": "[1, 2]"})):
+        checkpoint.save(tmp / f"{name}.safetensors", params, metadata=metadata)
+    return [
+        (["--resume", str(tmp / "garbage.safetensors")], "--resume: not a checkpoint: "),
+        (["--resume", str(tmp / "notes.txt")], "--resume: not a checkpoint: "),
+        (["--resume", str(tmp / "plain.safetensors")], "not one written by train_spiral.py --checkpoint"),
+        (["--resume", str(tmp / "junk_config.safetensors")], "stored with it are damaged"),
+        (["--resume", str(tmp / "junk_losses.safetensors")], "stored with it are damaged"),
+        (["--resume", str(tmp / "junk_shape.safetensors")], "stored with it are damaged"),
+        (["--resume", str(saved), "--hidden", "20"],
+         "was saved by a run with --hidden 10, this run has --hidden 20; resume with --hidden 10"),
+        (["--resume", str(saved), "--optimizer", "adam"],
+         "was saved by a run with --optimizer sgd, this run has --optimizer adam; resume with --optimizer sgd"),
+    ]
+
+
+def test_resume_errors_say_what_the_file_is_and_what_differs(tmp_path, saved_state):
+    for args, mentions in resume_cases(tmp_path, saved_state):
+        result = run(DEMO, tmp_path / "out", "--no-progress", *args)
+        assert_one_line_error(result, mentions)
+        assert "like" not in result.stderr.split("error:", 1)[1].split()  # no internal names
+        assert "opt_state" not in result.stderr and "params/" not in result.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, mentions: str, script: str = DEMO) -> None:
     assert result.returncode == 2, f"exit code {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip().splitlines()[-1] == errors[0]  # the last line, after argparse's usage
-    assert errors[0].startswith(f"{DEMO}: error:") and mentions in errors[0], errors[0]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr (no usage block), got:\n{result.stderr}"
+    assert lines[0].startswith(f"{script}: error:") and mentions in lines[0], lines[0]
 
 
 def test_invalid_options_give_a_one_line_error_and_exit_code_2(tmp_path, saved_state):
+    # the --resume files that do not fit are test_resume_errors_say_what_the_file_is_and_what_differs
     for args, mentions in invalid_cases(tmp_path, saved_state):
         result = run(DEMO, tmp_path / "out", "--no-progress", *args)
         assert_one_line_error(result, mentions)
