@@ -11,9 +11,14 @@ import numbers
 from typing import Any
 
 
-def positive_int(name: str, what: str, value: Any) -> int:
-    """``value`` as a Python int if it is an integer >= 1 (NumPy integers too; bool refused)."""
-    return _int_at_least(name, what, value, 1, "a positive int")
+def positive_int(name: str, what: str, value: Any, *, or_none: bool = False) -> int | None:
+    """``value`` as a Python int if it is an integer >= 1 (NumPy integers too; bool refused).
+
+    With ``or_none``, None is accepted too (and returned).
+    """
+    if or_none and value is None:
+        return None
+    return _int_at_least(name, what, value, 1, "a positive int or None" if or_none else "a positive int")
 
 
 def non_negative_int(name: str, what: str, value: Any) -> int:

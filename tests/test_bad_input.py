@@ -308,6 +308,48 @@ RAISES = [
          TypeError, r"fit: x must be an array, got list"),
     case("fit state that is not a TrainState", lambda: train.fit(STEP, (STATE.params,), DATA_X, DATA_T, **FIT),
          TypeError, r"fit: state must be a TrainState"),
+    # found by hostile input (issue "Nothing silent"): each named in the user's terms
+    case("fit float64 x that overflows float32 params",
+         lambda: train.fit(STEP, STATE, np.full((40, 2), 1e39), DATA_T, **FIT),
+         ValueError, r"fit: x is finite as float64 but overflows the params' dtype float32"),
+    case("fit 0-d targets", lambda: train.fit(STEP, STATE, DATA_X, np.array(1), **FIT),
+         ValueError, r"fit: t must have a batch axis"),
+    case("fit x without a feature axis", lambda: train.fit(STEP, STATE, DATA_X[:, 0], DATA_T, **FIT),
+         ValueError, r"fit: x must be \(N, features...\).*got shape \(40,\).*x\[:, None\]"),
+    case("fit eval_interval True", lambda: train.fit(STEP, STATE, DATA_X, DATA_T, eval_interval=True, **FIT),
+         ValueError, r"fit: eval_interval must be a positive int or None, got True"),
+    case("fit labels of 7 on 3 classes through a TrainStep",
+         lambda: train.fit(train.TrainStep(MODEL, losses.softmax_cross_entropy, SGD), STATE, DATA_X,
+                           np.full(40, 7), **FIT),
+         ValueError, r"labels must be in \[0, 3\)"),
+    case("fit one-hot targets with negative entries",
+         lambda: train.fit(STEP, STATE, DATA_X, np.tile(np.array([[2.0, -1.0, 0.0]], np.float32), (40, 1)), **FIT),
+         ValueError, r"softmax_cross_entropy"),
+    case("fit resumed mid-epoch with a batch size that cannot continue",
+         lambda: train.fit(STEP, STATE._replace(step=3, offset=24), DATA_X, DATA_T, epochs=1, batch_size=10,
+                           progress=False),
+         ValueError, r"fit: the state stopped 24 examples into epoch 1, which batches of 10 cannot continue"),
+    case("make_train_step a constructor for the model",
+         lambda: train.make_train_step(TwoLayerNet, losses.softmax_cross_entropy, SGD),
+         TypeError, r"TrainStep: model must be a Layer, got function \(did you pass the constructor"),
+    case("make_train_step an optimizer constructor", lambda: train.make_train_step(MODEL, losses.softmax_cross_entropy,
+                                                                                   optim.sgd),
+         TypeError, r"TrainStep: optimizer must have init and update .*constructor"),
+    case("make_train_step arguments swapped", lambda: train.make_train_step(MODEL, SGD, losses.softmax_cross_entropy),
+         TypeError, r"TrainStep: optimizer must have init and update"),
+    case("init_state optimizer and model swapped", lambda: train.init_state(SGD, MODEL, KEY, (2,)),
+         TypeError, r"init_state: model must be a Layer, got Optimizer"),
+    case("init_state in_shape an int", lambda: train.init_state(MODEL, SGD, KEY, 2),
+         TypeError, r"init_state: in_shape must be a tuple of ints.*\(e\.g\. \(2,\)\), got 2"),
+    case("accuracy one-hot of another width", lambda: train.accuracy(LOGITS, np.eye(4)[LABELS]),
+         ValueError, r"accuracy: targets must be labels \(4,\) or \(4, 1\), or one-hot \(4, 3\)"),
+    case("accuracy labels out of range", lambda: train.accuracy(LOGITS, LABELS + 1),
+         ValueError, r"accuracy: labels must be in \[0, 3\), got values from 1 to 3"),
+    case("accuracy binary targets that are not 0 or 1", lambda: train.accuracy(LOGITS[:, :1], LABELS),
+         ValueError, r"accuracy: binary targets .* must be 0 or 1"),
+    case("evaluate NaN rows in one-hot targets",
+         lambda: train.evaluate(MODEL, STATE.params, DATA_X, np.full((40, 3), np.nan, np.float32)),
+         ValueError, r"evaluate: t contains NaN"),
     case("predict x of another width", lambda: train.predict(MODEL, STATE.params, np.ones((4, 3), np.float32)),
          ValueError, r"serial layer 0: Affine\(4\): expected input of shape \(N, 2\), got \(4, 3\)"),
     case("predict empty x", lambda: train.predict(MODEL, STATE.params, DATA_X[:0]),
@@ -325,7 +367,7 @@ RAISES = [
     case("evaluate labels out of range", lambda: train.evaluate(MODEL, STATE.params, DATA_X, DATA_T + 1),
          ValueError, r"softmax_cross_entropy: labels must be in \[0, 3\), got values in \[1, 3\]"),
     case("sce.value multi-hot rows", lambda: losses.softmax_cross_entropy.value(LOGITS, ONE_HOT + ONE_HOT[::-1]),
-         ValueError, r"softmax_cross_entropy: each row of one-hot or probability targets must sum to 1"),
+         ValueError, r"softmax_cross_entropy: one-hot or probability targets must lie in \[0, 1\], got values in \[0, 2\]"),
     case("evaluate labels of another length", lambda: train.evaluate(MODEL, STATE.params, DATA_X, DATA_T[:30]),
          ValueError, r"targets must be labels of shape \(40,\) or one-hot of shape \(40, 3\), got \(30,\)"),
     case("evaluate params of another model",
@@ -577,6 +619,20 @@ def _checkpoint_of_odd_layouts_round_trips():
         assert backend.namespace(back[k]) is backend.namespace(odd[k])
 
 
+def _fit_accepts_numpy_ints_for_every_count():
+    state, history = train.fit(STEP, STATE, DATA_X, DATA_T, epochs=np.int64(1), batch_size=np.int32(8),
+                               eval_interval=np.int64(5), progress=False)
+    assert state.step == 5 and history["step"] == [5]
+
+
+def _accuracy_of_a_label_column_and_of_a_binary_model():
+    assert train.accuracy(LOGITS, LABELS[:, None]) == train.accuracy(LOGITS, LABELS)
+    assert train.accuracy(LOGITS, LABELS[:, None].astype(np.int8)) == train.accuracy(LOGITS, LABELS)
+    logits = np.array([[2.0], [-1.0], [0.5], [-3.0]], np.float32)
+    assert train.accuracy(logits, np.array([1, 0, 0, 0])) == 0.75  # not 1.0 by an arg-max over one column
+    assert train.accuracy(logits, np.array([[1.0], [0.0], [1.0], [0.0]], np.float32)) == 1.0
+
+
 def _random_split_zero_is_empty():
     keys = random.split(KEY, 0)
     assert keys.shape == (0, 2) and keys.dtype == np.uint32
@@ -607,6 +663,8 @@ HANDLED = [
     pytest.param(_random_split_zero_is_empty, id="random: split 0, fold_in NumPy integers, int shape"),
     pytest.param(_sce_pullback_keeps_float32_under_a_numpy_float64_dloss,
                  id="sce pullback: NumPy float64 dloss keeps float32"),
+    pytest.param(_fit_accepts_numpy_ints_for_every_count, id="fit: NumPy integers for epochs, batch_size, eval_interval"),
+    pytest.param(_accuracy_of_a_label_column_and_of_a_binary_model, id="accuracy: (N, 1) labels, one-logit models"),
 ]
 
 

@@ -42,8 +42,9 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"predict: x must be an array, got {type(x).__name__}")
-    if batch_size is not None:
-        batch_size = positive_int("predict", "batch_size (or None)", batch_size)
+    if isinstance(batch_size, float):
+        raise TypeError(f"predict: batch_size must be a positive int or None, got {batch_size!r}")
+    batch_size = positive_int("predict", "batch_size", batch_size, or_none=True)
     if is_complex(x.dtype):
         raise TypeError(f"predict: x must be real numbers, got dtype {x.dtype}")
     if len(x.shape) == 0:
@@ -61,7 +62,7 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
 def _labels(t: Any, xp: Any, n: int, classes: int) -> Any:
     """``t`` as integer labels ``(N,)``: labels, an ``(N, 1)`` column of labels, or one-hot rows."""
     shape = tuple(t.shape)
-    if len(shape) == 2 and shape[1] == 1 and (classes != 1 or is_integer(t.dtype)):
+    if shape == (n, 1):  # a column of labels (or of binary targets)
         t, shape = xp.reshape(t, (n,)), (n,)
     if shape == (n,):
         if classes == 1:  # binary: 0/1 targets, as labels or probabilities

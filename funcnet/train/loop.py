@@ -103,10 +103,8 @@ class _Log:
 def _check_options(epochs: Any, eval_interval: Any, on_nonfinite: Any, epochs_per_call: Any) -> int:
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-    if eval_interval is not None:
-        positive_int("fit", "eval_interval (or None)", eval_interval)
-    if epochs_per_call is not None:
-        positive_int("fit", "epochs_per_call (or None)", epochs_per_call)
+    positive_int("fit", "eval_interval", eval_interval, or_none=True)
+    positive_int("fit", "epochs_per_call", epochs_per_call, or_none=True)
     return non_negative_int("fit", "epochs", epochs)
 
 
