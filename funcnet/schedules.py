@@ -9,7 +9,9 @@ int (the optimizers pass one on NumPy) or a 0-d integer array, traced under ``ja
 Python int gives a Python float; an array gives a float32 0-d array of the count's own backend
 (:func:`constant` gives its Python float), so no float64 scalar reaches float32 params (the
 optimizers cast it to the params' dtype).
-Arguments are checked when a schedule is built, so the schedules here never go negative.
+Arguments are checked when a schedule is built, so the schedules here never go negative; a
+growing one (``decay_rate > 1``) overflows to ``inf`` on every backend, which the optimizers
+refuse with a ValueError naming the step.
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ def exponential_decay(init_value: float, decay_rate: float, transition_steps: in
         p = t / transition_steps
         if staircase:
             p = xp.floor(p)
-        return _result(count, init_value * decay_rate ** p)
+        try:
+            factor = decay_rate**p
+        except OverflowError:  # Python's float ** raises where an array gives inf: give inf too
+            factor = math.inf
+        return _result(count, init_value * factor)
 
     return schedule
 

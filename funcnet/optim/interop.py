@@ -24,7 +24,7 @@ def from_optax(tx: Any) -> Optimizer:
         The optimizer.
 
     Raises:
-        TypeError: ``tx`` has no ``init`` and ``update``.
+        TypeError: ``tx`` has no ``init`` and ``update``, or is a funcnet Optimizer already.
         ImportError: optax is not installed.
 
     Example:
@@ -35,6 +35,9 @@ def from_optax(tx: Any) -> Optimizer:
         >>> opt.update(p, {"w": jnp.ones(2)}, opt.init(p))[0]["w"].tolist()
         [0.5, 0.5]
     """
+    if isinstance(tx, Optimizer):  # update(params, grads, state): the arguments would be swapped
+        raise TypeError("from_optax: tx must be an optax GradientTransformation, got Optimizer (a funcnet "
+                        "optimizer already)")
     if not callable(getattr(tx, "init", None)) or not callable(getattr(tx, "update", None)):
         raise TypeError(f"from_optax: tx must be an optax GradientTransformation, got {type(tx).__name__}")
     import optax
