@@ -7,7 +7,9 @@ import json
 import os
 import pathlib
 import pickle
+import stat
 import tempfile
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -569,3 +571,159 @@ def test_random_trees_stored_as_float64_come_back_equal(t):
         for a, b in zip(tree.leaves(t), tree.leaves(loaded), strict=True):
             assert type(a) is type(b)
             assert np.array_equal(np.asarray(a), np.asarray(b), equal_nan=np.asarray(a).dtype.kind == "f")
+
+
+# ------------------------------------------------------------- not files, hostile headers
+
+
+def _opens_for_writing(path: pathlib.Path) -> None:
+    """Give a reader blocked on a FIFO its writer, so a failing test does not hang the suite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # no reader blocked on it: nothing to release
+        return
+    os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("read", [lambda p: checkpoint.load(p, {"x": np.ones(1)}), checkpoint.read_metadata],
+                         ids=["load", "read_metadata"])
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path, read):
+    fifo = tmp_path / "state.safetensors"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def attempt():
+        try:
+            read(fifo)
+            outcome.append(None)
+        except BaseException as err:  # handed to the test's thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    hung = worker.is_alive()
+    if hung:
+        _opens_for_writing(fifo)
+        worker.join(timeout=5)
+    assert not hung, "reading a FIFO without a writer blocked"
+    assert isinstance(outcome[0], CheckpointError), outcome
+    assert str(fifo) in str(outcome[0]) and "is a FIFO (named pipe), not a regular file" in str(outcome[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_a_device_is_not_a_checkpoint():
+    with pytest.raises(CheckpointError, match=r"/dev/zero is a character device, not a regular file"):
+        checkpoint.load("/dev/zero", {})
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc here")
+def test_a_proc_file_that_says_it_is_empty_is_not_a_checkpoint():
+    with pytest.raises(CheckpointError, match=r"/proc/self/status: the header length field says \d+ bytes but "
+                                              r"the file has \d+ after it; .*not a safetensors checkpoint"):
+        checkpoint.load("/proc/self/status", {})
+
+
+def test_a_header_with_a_5000_digit_integer_is_the_checkpoint_error(tmp_path):
+    text = b'{"x":{"dtype":"F32","shape":[' + b"9" * 5000 + b'],"data_offsets":[0,8]}}'
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + bytes(8))
+    for read in (lambda: checkpoint.load(path, {"x": np.ones(2, np.float32)}), lambda: checkpoint.read_metadata(path)):
+        with pytest.raises(CheckpointError, match=rf"{path}: the header is not valid JSON .*digits"):
+            read()
+
+
+# ------------------------------------------------------------------- narrowing on load
+
+
+@pytest.mark.parametrize(("stored", "template"), [
+    (np.array([1.0, 1e300]), np.zeros(2, np.float32)),
+    (np.array([-1e39, 0.0], np.float64), np.zeros(2, np.float32)),
+    (np.array([7e4], np.float32), np.zeros(1, np.float16)),
+], ids=["f64-f32", "f64-f32-negative", "f32-f16"])
+def test_a_narrower_float_template_that_would_make_inf_is_refused(tmp_path, stored, template):
+    checkpoint.save(tmp_path / "c", {"layer": {"W": stored}})
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'c'}: leaf 'layer/W' has values beyond the range "
+                                              rf"of {template.dtype}"):
+        checkpoint.load(tmp_path / "c", {"layer": {"W": template}})
+
+
+def test_narrowing_floats_that_fit_and_non_finite_values_load(tmp_path):
+    values = np.array([1 / 3, np.inf, -np.inf, np.nan, 3e38])
+    checkpoint.save(tmp_path / "c", {"w": values})
+    loaded = checkpoint.load(tmp_path / "c", {"w": np.zeros(5, np.float32)})["w"]
+    np.testing.assert_array_equal(loaded, values.astype(np.float32))  # inf and NaN were never finite
+    assert loaded.dtype == np.float32
+
+
+@pytest.mark.parametrize(("stored", "template"), [
+    (np.array([0, 2**32 - 1], np.uint32), np.zeros(2, np.uint8)),
+    (np.array([256], np.uint16), np.zeros(1, np.uint8)),
+    (np.array([2**64 - 1], np.uint64), np.zeros(1, np.int64)),
+    (np.array([-1], np.int64), np.zeros(1, np.uint64)),
+    (np.array([-1], np.int8), np.zeros(1, np.uint32)),
+    (np.array([2**63 - 1], np.int64), np.zeros(1, np.uint32)),
+], ids=["u32-u8", "u16-u8", "u64-i64", "i64-u64", "i8-u32", "i64-u32"])
+def test_integers_that_do_not_fit_an_unsigned_or_signed_template_are_refused(tmp_path, stored, template):
+    checkpoint.save(tmp_path / "i", {"n": stored})
+    with pytest.raises(CheckpointError, match=rf"'n' has values that do not fit {template.dtype}"):
+        checkpoint.load(tmp_path / "i", {"n": template})
+
+
+def test_integers_that_fit_a_narrower_template_load(tmp_path):
+    checkpoint.save(tmp_path / "i", {"n": np.array([0, 255], np.uint64), "m": np.array([-128, 127], np.int64)})
+    loaded = checkpoint.load(tmp_path / "i", {"n": np.zeros(2, np.uint8), "m": np.zeros(2, np.int8)})
+    assert loaded["n"].tolist() == [0, 255] and loaded["n"].dtype == np.uint8
+    assert loaded["m"].tolist() == [-128, 127] and loaded["m"].dtype == np.int8
+
+
+# ---------------------------------------------------------------------- where save writes
+
+
+def test_save_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "state-0001.safetensors"
+    checkpoint.save(target, {"x": np.zeros(2)})
+    latest = tmp_path / "latest.safetensors"
+    latest.symlink_to(target)
+    checkpoint.save(latest, {"x": np.ones(2)})
+    assert latest.is_symlink()
+    np.testing.assert_array_equal(checkpoint.load(target, {"x": np.zeros(2)})["x"], np.ones(2))
+    assert os.listdir(tmp_path / "runs") == [target.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_save_onto_a_fifo_is_refused_and_the_fifo_stays(tmp_path):
+    fifo = tmp_path / "state.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=rf"'{fifo}' is a FIFO \(named pipe\), not a regular file"):
+        checkpoint.save(fifo, {"x": np.ones(1)})
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.listdir(tmp_path) == [fifo.name]
+
+
+def test_a_250_character_file_name_saves(tmp_path):
+    path = tmp_path / ("c" * 238 + ".safetensors")
+    checkpoint.save(path, {"x": np.ones(1)})
+    np.testing.assert_array_equal(checkpoint.load(path, {"x": np.zeros(1)})["x"], [1.0])
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_save_to_an_empty_path_or_a_folder_path_names_it_and_writes_nothing(tmp_path, monkeypatch):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(FileNotFoundError, match="empty path"):
+        checkpoint.save("", {"x": np.ones(1)})
+    with pytest.raises(IsADirectoryError, match=r"a checkpoint path must name a file, not a folder: 'nope/'"):
+        checkpoint.save("nope/", {"x": np.ones(1)})
+    assert os.listdir(tmp_path) == ["cwd"] and os.listdir(here) == []
+
+
+def test_a_folder_that_refuses_files_is_named_not_a_temporary_file(tmp_path, monkeypatch):
+    def refused(*args, dir=None, prefix="", suffix="", **kwargs):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, f"{prefix}x1y2{suffix}"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(PermissionError, match=r"checkpoint's folder: Permission denied: '.*c\.safetensors'$"):
+        checkpoint.save(tmp_path / "c.safetensors", {"x": np.ones(1)})

@@ -9,14 +9,15 @@ and training that is interrupted.
 * NaN or inf in the data, a diverging learning rate, overflow in float16 and float32: ``fit``
   stops with :class:`~funcnet.train.NonFiniteLossError` carrying the last finite state (or skips
   the steps with ``on_nonfinite="skip"``), and training resumes from that state.
-* Ctrl-C (a KeyboardInterrupt from a callback, and a real SIGINT to a child process) returns the
-  last complete state, and resuming from it equals never stopping, bit for bit.
+* Ctrl-C (a KeyboardInterrupt from a callback, and a real SIGINT to a child process) hands back
+  the last complete state, and resuming from it equals never stopping, bit for bit.
 
 Broken files (truncated, flipped, empty, foreign formats) are in test_checkpoint.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,30 @@ def test_a_pickle_never_runs_through_the_demos_resume(tmp_path):
     assert not pwned.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_given_to_trainer_load_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "state.safetensors"
+    os.mkfifo(fifo)
+    trainer = Trainer(TwoLayerNet(2, 10, 3), optim.SGD(1.0))
+    errors: list[BaseException] = []
+
+    def load():
+        try:
+            trainer.load(fifo, in_shape=(2,))
+        except BaseException as err:  # handed to the test's thread
+            errors.append(err)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # blocked in open(): give it a writer so the suite goes on
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("Trainer.load blocked on a FIFO")
+    assert len(errors) == 1 and isinstance(errors[0], CheckpointError)
+    assert "is a FIFO (named pipe), not a regular file" in str(errors[0])
+
+
 def test_a_checkpoint_of_another_architecture_or_optimizer_names_the_leaf(tmp_path, data):
     x, t = data
     trainer = Trainer(TwoLayerNet(2, 10, 3), optim.SGD(1.0))
@@ -321,6 +347,17 @@ def test_nan_in_float_targets_is_refused_at_fits_start(data):
 # ------------------------------------------------------------------------- interrupted training
 
 
+def _interrupted_fit(step, state, x, t, **kw):
+    """The state and history of a fit stopped by Ctrl-C: carried by the KeyboardInterrupt fit raises
+    (``TrainingInterrupted``), or, from a fit that reports it as a flag, returned with the flag set."""
+    try:
+        state, history = _fit(step, state, x, t, **kw)
+    except KeyboardInterrupt as err:
+        return err.state, err.history
+    assert history["interrupted"], "fit neither raised the interrupt nor reported it"
+    return state, history
+
+
 @pytest.mark.parametrize("stop_at", [1, 10, 27, 40])
 def test_keyboard_interrupt_from_a_callback_keeps_the_last_complete_state(data, stop_at):
     x, t = data
@@ -335,8 +372,8 @@ def test_keyboard_interrupt_from_a_callback_keeps_the_last_complete_state(data, 
         if s.step == stop_at:
             raise KeyboardInterrupt
 
-    partial, history = _fit(step, state, x, t, epochs=4, callback=interrupt)
-    assert history["interrupted"] and partial.step == stop_at
+    partial, history = _interrupted_fit(step, state, x, t, epochs=4, callback=interrupt)
+    assert partial.step == stop_at
     assert partial is seen[-1]  # the state after the step whose callback was interrupted
     assert int(partial.opt_state.count) == stop_at
     assert history["step"] == [s for s in full_history["step"] if s <= stop_at]
@@ -360,10 +397,16 @@ _SIGINT_CHILD = textwrap.dedent("""
         if s.step == 1:
             print("started", flush=True)
 
-    state, history = train.fit(step, state, x, t, epochs=10**6, batch_size=30, progress=False, callback=started)
+    try:
+        state, history = train.fit(step, state, x, t, epochs=10**6, batch_size=30, progress=False,
+                                   callback=started)
+        interrupted = history["interrupted"]  # a fit that reports Ctrl-C as a flag
+    except KeyboardInterrupt as err:  # a fit that raises it, carrying the last complete state
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        state, interrupted = err.state, True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the save below is not to be interrupted
     checkpoint.save(sys.argv[1], state)
-    print(json.dumps({"interrupted": history["interrupted"], "step": int(state.step)}), flush=True)
+    print(json.dumps({"interrupted": interrupted, "step": int(state.step)}), flush=True)
 """)
 
 
