@@ -186,21 +186,26 @@ def fit(step: Any, state: Any, x: Any, t: Any, *, epochs: int, batch_size: int, 
         return train.fit(step, state, x, t, epochs=epochs, batch_size=batch_size, eval_interval=eval_interval,
                          progress=bool(progress))
     chunk = max(1, math.ceil(epochs / LOG_LINES))
-    history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "interrupted": False, "time": 0.0}
+    history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "time": 0.0}
     started, done = time.perf_counter(), 0
     prefix = f"{label}: " if label else ""
+
+    def add(part: dict[str, Any]) -> None:
+        for name in ("loss", "step", "epoch"):
+            history[name] += part.get(name, [])
+        history["time"] += part.get("time", 0.0)
+
     while done < epochs:
         n = min(chunk, epochs - done)
-        state, part = train.fit(step, state, x, t, epochs=n, batch_size=batch_size, eval_interval=eval_interval,
-                                progress=False)
-        for name in ("loss", "step", "epoch"):
-            history[name] += part[name]
-        history["time"] += part["time"]
+        try:
+            state, part = train.fit(step, state, x, t, epochs=n, batch_size=batch_size,
+                                    eval_interval=eval_interval, progress=False)
+        except train.TrainingInterrupted as err:  # the whole run's history, not this chunk's
+            add(err.history)
+            raise train.TrainingInterrupted(str(err), err.state, history) from err
+        add(part)
         done += n
         loss = f", loss {history['loss'][-1]:.4f}" if history["loss"] else ""
         print(f"{prefix}epoch {done}/{epochs} ({100 * done // epochs}%){loss}, "
               f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-        if part["interrupted"]:
-            history["interrupted"] = True
-            break
     return state, history

@@ -196,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     except train.NonFiniteLossError as err:
         print(f"error: {err}; try a smaller --lr")
         return 1
+    except train.TrainingInterrupted as err:  # Ctrl-C: report and save what was reached
+        state, history = err.state, err.history
+        print("interrupted: the results below are those of the last complete step")
     wall = time.perf_counter() - started
     losses = losses + history["loss"]
-    if history["interrupted"]:
-        print("interrupted: the results below are those of the last complete step")
 
     result = train.evaluate(model, state.params, x, t)
     steps = int(backend.to_numpy(state.step))
