@@ -353,7 +353,8 @@ def Dropout(rate: float) -> Layer:
     """Drops each element with probability ``rate`` when given a key; identity when ``rng=None``.
 
     Inverted dropout: kept elements are scaled by ``1 / (1 - rate)``, so evaluation needs no
-    rescaling. The mask is drawn from ``rng`` by the input's backend (jax.random under jax).
+    rescaling. The mask is a counter-based hash of ``(rng, element index)`` computed by the input's
+    backend, so one key gives the same mask on NumPy, cupy, jax (traced too) and array_api_strict.
     """
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout: rate (probability of dropping) must be in [0, 1), got {rate!r}")
@@ -446,7 +447,10 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params)
 
     def _rngs(rng):
-        return no_rngs if rng is None or not stochastic else random.split(rng, n)
+        if rng is None or not stochastic:
+            return no_rngs
+        keys = random.split(rng, n)
+        return tuple(keys[i, ...] for i in range(n))  # Array API indexing: device keys too
 
     def _check_params(params):
         if not isinstance(params, tuple | list) or len(params) != n:

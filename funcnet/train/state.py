@@ -128,7 +128,7 @@ def init_state(model: Layer, optimizer: Any, key: Any, in_shape: tuple[int, ...]
     if backend is not None:
         params = put(params, backend)
         if name_of(get_backend(backend)) == "jax":
-            k_train = put(k_train, backend)  # jax keys draw with jax.random, eagerly or traced
+            k_train = put(k_train, backend)  # a jax key: the compiled epochs derive step keys traced
     return TrainState(params, optimizer.init(params), k_train, 0)
 
 
