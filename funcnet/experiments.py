@@ -58,7 +58,21 @@ Experiment = Callable[[dict[str, Any], int], Mapping[str, Any]]
 
 
 class SweepError(RuntimeError):
-    """A run failed under ``fail_fast=True``; ``results`` holds the runs finished before it."""
+    """A run failed under ``fail_fast=True``; ``results`` holds the runs finished before it.
+
+    Args:
+        message: what failed, with the run's traceback.
+        results: the runs finished before the sweep stopped.
+
+    Example:
+        >>> def fails(config, seed):
+        ...     raise ValueError("no")
+        >>> try:
+        ...     sweep(fails, [{}], 2, fail_fast=True, progress=False)
+        ... except SweepError as err:
+        ...     print(len(err.results), err.results[0]["error"])
+        1 ValueError: no
+    """
 
     def __init__(self, message: str, results: Results):
         super().__init__(message)
@@ -76,7 +90,21 @@ class _Run(NamedTuple):
 
 
 def grid(**axes: Any) -> list[dict[str, Any]]:
-    """Every combination of the axes' values, the last axis varying fastest; a scalar is a one-value axis."""
+    """Every combination of the axes' values, the last axis varying fastest; a scalar is a one-value axis.
+
+    Args:
+        **axes: a name and its values (a list or tuple); a scalar, a str or a dict is one value.
+
+    Returns:
+        The configurations, one dict per combination, in the order written.
+
+    Raises:
+        TypeError: an axis is a set (its order is not stable).
+
+    Example:
+        >>> grid(hidden=[5, 10], lr=1.0)
+        [{'hidden': 5, 'lr': 1.0}, {'hidden': 10, 'lr': 1.0}]
+    """
     values = []
     for name, axis in axes.items():
         if isinstance(axis, set | frozenset):
@@ -103,7 +131,19 @@ def _json(x: Any, what: str) -> Any:
 
 
 def run_id(config: Mapping[str, Any], seed: int) -> str:
-    """The run's name: 16 hex digits of sha256 of the canonical JSON of ``{"config": .., "seed": ..}``."""
+    """The run's name: 16 hex digits of sha256 of the canonical JSON of ``{"config": .., "seed": ..}``.
+
+    Args:
+        config: the run's configuration (keys in any order; NumPy numbers count as Python ones).
+        seed: the run's seed.
+
+    Returns:
+        The name of the run's record in ``out_dir`` (``<run>.json``) and its ``run`` column.
+
+    Example:
+        >>> run_id({"hidden": 5, "lr": 0.3}, 1)
+        'dd3fafc01b321b94'
+    """
     canonical = json.dumps({"config": config, "seed": seed}, sort_keys=True, separators=(",", ":"),
                            default=_plain)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -233,19 +273,28 @@ def experiment_id(fn: Callable) -> str:
         >>> experiment_id(functools.partial(experiment, scale=2.0)) == experiment_id(experiment)
         False
     """
-    described = json.dumps(_describe(fn, set()), sort_keys=True, separators=(",", ":"))
+    described = json.dumps(_describe(fn, {}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 
-def _describe(x: Any, seen: set[int]) -> Any:
-    """``x`` as a JSON value that differs whenever ``x`` does (for functions: code and captured values)."""
+def _describe(x: Any, seen: dict[int, Any]) -> Any:
+    """``x`` as a JSON value that differs whenever ``x`` does (for functions: code and captured values).
+
+    ``seen`` maps what was described already to its description (shared objects are described
+    once) and marks what is being described (a cycle ends there).
+    """
     if x is None or isinstance(x, bool | int | str):
         return x
     if isinstance(x, float):
         return repr(x)  # NaN and inf too; and 1.0 apart from 1
     if id(x) in seen:
-        return "<cycle>"
-    seen = seen | {id(x)}
+        return seen[id(x)]
+    seen[id(x)] = "<cycle>"
+    seen[id(x)] = described = _described(x, seen)
+    return described
+
+
+def _described(x: Any, seen: dict[int, Any]) -> Any:
     if isinstance(x, functools.partial):
         return {"partial": _describe(x.func, seen), "args": _describe(x.args, seen),
                 "keywords": _describe(x.keywords, seen)}
@@ -509,7 +558,20 @@ def _results(runs: list[_Run], records: dict[int, dict[str, Any]], skipped: int)
 
 
 class Results:
-    """The table of a sweep: ``rows``, one dict per run in the runs' order."""
+    """The table of a sweep: ``rows``, one dict per run in the runs' order.
+
+    Args:
+        rows: the rows (configuration keys, ``seed``, metrics, ``history``, ``status``, ``error``,
+            ``time``, ``run``).
+        config_keys: which columns are the configuration's.
+        skipped: how many runs were loaded from ``out_dir`` instead of run.
+
+    Example:
+        >>> table = Results([{"lr": 0.1, "seed": 0, "loss": 1.0, "status": "ok"},
+        ...                  {"lr": 0.1, "seed": 1, "loss": 3.0, "status": "ok"}], config_keys=["lr"])
+        >>> table.aggregate("loss")[0]["mean"], len(table.where(seed=1))
+        (2.0, 1)
+    """
 
     def __init__(self, rows: Iterable[dict[str, Any]], config_keys: Sequence[str] = (), *, skipped: int = 0):
         self.rows = list(rows)
