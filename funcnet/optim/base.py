@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet.arguments import real_number
-from funcnet.backend import is_traced
+from funcnet.backend import is_traced, numpy_dtype
 from funcnet.schedules import Schedule
 
 __all__ = ["GradientTransform", "LearningRate", "Optimizer", "Step", "bias_correction"]
@@ -138,10 +138,23 @@ def _host_count(count: Any) -> tuple[Any, Any]:
     return count, count + 1
 
 
+_LARGEST: dict[tuple[type, Any], float] = {}
+
+
+def _largest(dtype: Any) -> float:
+    """The largest finite number of a floating dtype of any backend (cached: read every step)."""
+    key = (type(dtype), dtype)  # array_api_strict's dtypes must never be compared with NumPy's
+    largest = _LARGEST.get(key)
+    if largest is None:
+        largest = _LARGEST[key] = float(np.finfo(numpy_dtype(dtype)).max)
+    return largest
+
+
 def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
     """``at(count, xp, dtype)``: the rate for this step, a Python float or (device, traced) a 0-d array.
 
-    A host value is checked every step (finite and >= 0, the same rule as a constant lr's); a
+    A host value is checked every step (>= 0 and finite in the compute dtype: a float64 number
+    that overflows float32 params would make them inf as surely as an inf); a
     traced or device value is never read (that would be a sync every step): its dtype is made
     the params' instead.
     """
@@ -157,10 +170,10 @@ def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
         if is_traced(value) or not _is_host(value):
             return value if value.dtype == dtype else xp.astype(value, dtype)
         value = float(value)  # a Python float cannot promote float32 params
-        if not 0.0 <= value < math.inf:
+        if not 0.0 <= value <= _largest(dtype):
             step = count if isinstance(count, int) or is_traced(count) else int(count)
             raise ValueError(f"{name}: the lr schedule gave {value} at step {step}; a learning rate must be "
-                             ">= 0 and finite")
+                             f">= 0 and finite in the params' {numpy_dtype(dtype)}")
         return value
 
     return at
