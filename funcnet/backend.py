@@ -340,7 +340,9 @@ def _to_host(x: Any) -> np.ndarray:
         return x.get()
     if array_api_compat.is_jax_array(x):
         return np.asarray(x)
-    return np.from_dlpack(x)  # array_api_strict and any other DLPack-speaking host array
+    if hasattr(x, "__dlpack__"):
+        return np.from_dlpack(x)  # array_api_strict and any other DLPack-speaking host array
+    return np.asarray(x)  # anything else (a str, an object): callers name what they cannot use
 
 
 def to_numpy(tree_: Any) -> Any:

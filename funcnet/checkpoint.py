@@ -130,11 +130,24 @@ def save(
     # serialise once to learn the layout, then again with the digest. Metadata does not move data.
     draft = safetensors.numpy.save(arrays, metadata=meta)
     header, data = _split(draft, str(path))
-    blob = safetensors.numpy.save(arrays, metadata={**meta, _DIGEST_KEY: _digest(header, data)})
+    blob = _canonical(safetensors.numpy.save(arrays, metadata={**meta, _DIGEST_KEY: _digest(header, data)}))
     length = int.from_bytes(blob[:8], "little")
     if length > _MAX_HEADER:
         raise ValueError(f"the checkpoint header would be {length} bytes; safetensors reads {_MAX_HEADER}")
     write_atomic(path, blob, what="checkpoint")
+
+
+def _canonical(blob: bytes) -> bytes:
+    """``blob`` with its header's keys sorted.
+
+    safetensors writes ``__metadata__`` in hash-map order, which changes from process to
+    process; the same tree must give the same bytes (seeded runs are compared byte for byte).
+    """
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii")
+    text += b" " * (-len(text) % 8)  # safetensors' own padding: the data starts 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + blob[8 + length:]
 
 
 def _storage_dtype(dtype: Any) -> np.dtype | None:

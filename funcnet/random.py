@@ -348,8 +348,9 @@ def fold_in(key: Key, data: Any) -> Any:
         >>> fold_in(key(0), 1).tolist() == fold_in(key(0), 1).tolist() != fold_in(key(0), 2).tolist()
         True
     """
-    if _is_host(key) and _is_host(data):
-        data = _fold_data(data)
+    if _is_host(data) or not hasattr(data, "dtype"):  # ints, NumPy, and whatever is no array at all
+        data = _fold_data(data)  # named when it is not an integer
+    if _is_host(key) and isinstance(data, int):
         base = _mix64(_as_int(key) ^ _FOLD_TAG)
         return _from_int(_mix64((base + (data & _MASK64) * _GOLDEN) & _MASK64))
     if _is_host(key):

@@ -244,7 +244,7 @@ RAISES = [
     case("with_clipping negative max_norm", lambda: optim.with_clipping(SGD, -1.0),
          ValueError, r"clip_by_global_norm: max_norm must be a finite number >= 0.0, got -1.0"),
     case("chain with the optimizer first", lambda: optim.chain(SGD, optim.clip_by_global_norm(1.0)),
-         TypeError, r"chain: the last argument must be an Optimizer, got function"),
+         TypeError, r"chain: the last argument must be an Optimizer, got GradientTransform"),
     case("schedule with a negative initial value", lambda: schedules.exponential_decay(-1.0, 0.5, 10),
          ValueError, r"exponential_decay: init_value must be a finite number >= 0.0, got -1.0"),
     # train: init_state, the step, fit, predict, evaluate

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import OPTIMIZER_SETUPS
 
-from funcnet import checkpoint, experiments, initializers, layers, optim, random, train, tree
+from funcnet import checkpoint, initializers, layers, optim, random, recipes, train, tree
 from funcnet.datasets import spiral
 from funcnet.losses import softmax_cross_entropy
 from funcnet.models import TwoLayerNet
@@ -144,7 +144,7 @@ def _every_random_using_function(data) -> list:
     trainer = Trainer(TwoLayerNet(2, 6, 3), optim.Momentum(0.1), seed=4)
     trainer.fit(x, t, max_epoch=1, batch_size=30, progress=False, log=False)
     out.append(trainer.state)
-    out.append(experiments.spiral_experiment({"epochs": 1}, seed=3)["loss"])
+    out.append(recipes.spiral_experiment({"epochs": 1}, seed=3)["loss"])
     return out
 
 
