@@ -44,7 +44,6 @@ def positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _common.parser(__doc__.splitlines()[0], epochs=300)
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     has_dask = importlib.util.find_spec("distributed") is not None
     p.add_argument("--executor", choices=("dask", "process", "sequential"),
                    default="dask" if has_dask else "process",
@@ -144,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _common.run(main)

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TwoLayerNet(2, {args.hidden}, 3), {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, "
           f"{args.epochs} epochs of {iters} iterations, {args.dtype} on {args.backend}")
     started = time.perf_counter()
+    interrupted = False
     try:
         state, history = _common.fit(step, state, x, t, epochs=args.epochs, batch_size=args.batch_size,
                                      eval_interval=EVAL_INTERVAL, progress=not args.no_progress)
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}; try a smaller --lr")
         return 1
     except train.TrainingInterrupted as err:  # Ctrl-C: report and save what was reached
-        state, history = err.state, err.history
+        state, history, interrupted = err.state, err.history, True
         print("interrupted: the results below are those of the last complete step")
     wall = time.perf_counter() - started
     losses = losses + history["loss"]
@@ -228,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     _common.saved(boundary_png)
 
     summary = {"final_loss": final, "loss": result["loss"], "accuracy": result["accuracy"], "steps": steps,
-               "epochs": steps // iters, "wall_time": wall, "losses": losses, "backend": args.backend,
+               "epochs": int(state.epoch), "wall_time": wall, "losses": losses, "backend": args.backend,
                "params_size": tree.size(state.params), **config(args)}
     summary_path = args.out / "spiral_summary.json"
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     _common.saved(summary_path)
-    return 0
+    return 130 if interrupted else 0  # the shell's status for Ctrl-C: the run was cut short
 
 
 if __name__ == "__main__":
