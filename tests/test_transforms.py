@@ -11,6 +11,7 @@ from __future__ import annotations
 import chex
 import numpy as np
 import pytest
+from test_optim import assert_jit_equals_eager
 
 from funcnet import backend, checkpoint, optim, schedules, tree
 
@@ -165,34 +166,14 @@ def test_accumulate_leaves_params_alone_between_steps_and_steps_on_the_mean():
     chex.assert_trees_all_close(got[2], tree.sub(params, mean), rtol=1e-14)
 
 
-def test_accumulate_under_jit_equals_eager():
-    opt = optim.accumulate(2, optim.chain(optim.clip(1.0), optim.momentum(0.1)))
+@pytest.mark.parametrize("opt", [
+    optim.accumulate(2, optim.chain(optim.clip(1.0), optim.momentum(0.1))),
+    optim.chain(optim.clip_by_global_norm(1.0, form="standard"), optim.add_decayed_weights(1e-3),
+                optim.scale_by_schedule(schedules.exponential_decay(1.0, 0.5, 3)), optim.adam(0.01, form="standard")),
+], ids=["accumulate", "chain"])
+def test_under_jit_equals_eager(opt):
     params = backend.put(make_params(np.float32), "jax")
-    grads_seq = [backend.put(g, "jax") for g in make_grads(np.float32, steps=5)]
-    eager, eager_state = funcnet_run(opt, params, grads_seq)
-    update = jax.jit(opt.update)
-    p, state = params, opt.init(params)
-    for grads in grads_seq:
-        p, state = update(p, grads, state)
-    chex.assert_trees_all_close(p, eager[-1], rtol=1e-6)
-    chex.assert_trees_all_equal_shapes_and_dtypes(state, eager_state)
-    chex.assert_trees_all_equal_dtypes(p, params)
-
-
-def test_chain_under_jit_equals_eager():
-    opt = optim.chain(optim.clip_by_global_norm(1.0, form="standard"), optim.add_decayed_weights(1e-3),
-                      optim.scale_by_schedule(schedules.exponential_decay(1.0, 0.5, 3)),
-                      optim.adam(0.01, form="standard"))
-    params = backend.put(make_params(np.float32), "jax")
-    grads_seq = [backend.put(g, "jax") for g in make_grads(np.float32)]
-    eager, eager_state = funcnet_run(opt, params, grads_seq)
-    update = jax.jit(opt.update)
-    p, state = params, opt.init(params)
-    for grads in grads_seq:
-        p, state = update(p, grads, state)
-    chex.assert_trees_all_close(p, eager[-1], rtol=2e-6, atol=1e-7)
-    chex.assert_trees_all_close(state, eager_state, rtol=2e-6, atol=1e-7)
-    chex.assert_trees_all_equal_dtypes(state, opt.init(params))
+    assert_jit_equals_eager(opt, params, [backend.put(g, "jax") for g in make_grads(np.float32, steps=5)])
 
 
 # --- from_optax ---------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
         lr: a number or a schedule (a function of the count), handed to ``rule`` as
             ``step.lr``; checked to be finite and >= 0 (a schedule at every host step).
         slots: slot name -> initial value, e.g. ``{"velocity": 0.0}``.
-        state_name: the state type's name; defaults to ``name`` capitalised plus ``State``.
+        state_name: the state type's name; defaults to ``name`` in CamelCase plus ``State``.
         state_doc: the state type's docstring.
 
     Returns:
@@ -98,10 +98,10 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
         ...     xp, lr = step.xp, step.lr
         ...     return lambda p, g: (p - lr * xp.sign(g),)
         >>> opt = optim.from_rule("sign_sgd", sign_sgd_rule, lr=0.1)
-        >>> p = {"w": np.array([1.0, 1.0], np.float32)}
-        >>> p, state = opt.update(p, {"w": np.array([3.0, -0.5], np.float32)}, opt.init(p))
+        >>> p = {"w": np.array([1.0, 1.0])}
+        >>> p, state = opt.update(p, {"w": np.array([3.0, -0.5])}, opt.init(p))
         >>> p["w"].tolist(), type(state).__name__
-        ([0.8999999761581543, 1.100000023841858], 'Sign_sgdState')
+        ([0.9, 1.1], 'SignSgdState')
     """
     return Optimizer(*_lift(name, rule, _learning_rate(name, lr), slots, state_name, state_doc))
 
@@ -117,7 +117,7 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
         name: the transformation's name, used in every error message.
         rule: ``rule(step) -> leaf``.
         slots: slot name -> initial value.
-        state_name: the state type's name; defaults to ``name`` capitalised plus ``State``.
+        state_name: the state type's name; defaults to ``name`` in CamelCase plus ``State``.
         state_doc: the state type's docstring.
 
     Returns:
@@ -211,7 +211,8 @@ def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: M
           state_name: str | None, state_doc: str | None) -> tuple[Callable, Callable]:
     slots = dict(slots or {})
     slot_inits = tuple(real_number(name, f"the initial value of slot {k!r}", v, -np.inf) for k, v in slots.items())
-    state_cls = state_type(state_name or f"{name[:1].upper()}{name[1:]}State", tuple(slots), state_doc)
+    camel = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+    state_cls = state_type(state_name or f"{camel}State", tuple(slots), state_doc)
     fields = state_cls._fields[1:]
     n_slots = len(fields)
 
