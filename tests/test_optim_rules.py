@@ -103,6 +103,16 @@ def test_a_lifted_state_type_is_one_class_per_name_and_slots():
     assert optim.state_type("AdamState", ("first_moment", "second_moment")) is optim.AdamState
 
 
+def test_built_in_states_pickle():
+    import pickle
+
+    for make in ALL_BUILT_INS.values():
+        state = make().init(make_params(np.float32))
+        again = pickle.loads(pickle.dumps(state))
+        assert type(again) is type(state)
+        chex.assert_trees_all_equal(again, state)
+
+
 @pytest.mark.parametrize("slots", [{"count": 0.0}, {"_x": 0.0}, {"a b": 0.0}])
 def test_bad_slot_names(slots):
     with pytest.raises(ValueError, match="slot names must be distinct identifiers"):

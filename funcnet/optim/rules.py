@@ -14,6 +14,7 @@ the new value is cast back to float16, so a large gradient cannot overflow the s
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -66,8 +67,9 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
                                  f"and not starting with '_', got {slot!r}")
         base = NamedTuple(name, [("count", Any), *[(slot, Any) for slot in slots]])
         text = doc or f"The state of an optimizer made by :func:`from_rule`: the step count and {', '.join(slots) or 'nothing else'}."
-        cls = _STATE_TYPES[key] = type(name, (base,), {"__slots__": (), "__doc__": text,
-                                                       "__module__": base.__module__})
+        # named after the module that asked first (the built-ins bind it there), so pickle finds it
+        module = sys._getframe(1).f_globals.get("__name__", __name__)
+        cls = _STATE_TYPES[key] = type(name, (base,), {"__slots__": (), "__doc__": text, "__module__": module})
     return cls
 
 
