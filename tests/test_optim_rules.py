@@ -27,9 +27,13 @@ optax = pytest.importorskip("optax")
 EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
 
 
+OPTIMIZER_SECTIONS = ("Your own optimizer", "Your own gradient transformation")
+
+
 def doc_namespace():
-    """The names defined by docs/extending.md's Python blocks, run in order as one script."""
-    text = EXTENDING.read_text()
+    """The names defined by the Python blocks of docs/extending.md's optimizer sections, run in order."""
+    sections = re.split(r"^## ", EXTENDING.read_text(), flags=re.M)
+    text = "".join(section for section in sections if section.startswith(OPTIMIZER_SECTIONS))
     blocks = [re.sub(r"^ {3}", "", block, flags=re.M) for block in re.findall(r"```python\n(.*?)```", text, re.S)]
     assert len(blocks) >= 5
     namespace: dict = {}
