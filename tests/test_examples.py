@@ -35,6 +35,7 @@ FIGURES = {
     "07_decision_boundary.py": ["07_decision_boundary.png"],
     "08_precision.py": ["08_precision.png"],
     "09_gpu.py": ["09_gpu_loss.png"],
+    "10_custom_layer.py": ["10_custom_layer_loss.png"],
     "sweep_spiral.py": ["sweep_spiral_loss.png"],
     DEMO: ["spiral_loss.png", "spiral_decision_boundary.png"],
 }
@@ -50,6 +51,7 @@ PRINTS = {
     "07_decision_boundary.py": "accuracy",
     "08_precision.py": "float16 file",
     "09_gpu.py": "[numpy]" if backend.why_unavailable("cupy") else "[cupy]",
+    "10_custom_layer.py": "gradcheck LayerNorm: worst relative error",
     "sweep_spiral.py": "6 settings x 8 seeds = 48 runs",
     DEMO: "final loss",
 }
