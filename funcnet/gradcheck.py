@@ -95,7 +95,7 @@ def relative_error(numeric: Any, analytic: Any) -> float:
 
 def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[Any, ...], *,
               names: tuple[str, ...] | None = None, eps: float = 1e-6, tol: float = 1e-6,
-              seed: int = 0) -> dict[str, float]:
+              seed: int = 0, atol: float = 0.0) -> dict[str, float]:
     """Compare ``vjp_fn(*args)``'s pullback with central differences of ``fn(*args)``.
 
     ``pullback(dy)`` must return one cotangent per argument (a tuple, or the cotangent itself
@@ -109,7 +109,14 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
         names: a name per argument for the messages (default ``arg0``, ``arg1``, ...).
         eps: the central-difference step.
         tol: the largest relative error that passes.
-        seed: the seed of the random normal cotangent ``dy`` fed to the pullback.
+        seed: the seed of the random normal cotangent ``dy`` fed to the pullback: every
+            output leaf in order gets ``default_rng(seed).standard_normal(shape)`` draws.
+        atol: an absolute allowance per entry, for gradients that central differences cannot
+            resolve. ``fn``'s round-off, about ``u * sum|f * dy|`` (``u`` the float64 epsilon),
+            becomes that divided by ``eps`` in every numeric entry; where the true gradient is
+            no larger, its relative error is noise. A leaf passes when
+            ``||numeric - analytic|| <= tol (||numeric|| + ||analytic||) + atol sqrt(size)``;
+            the default 0 is the relative test alone.
 
     Returns:
         The relative error of every checked leaf, by path (``"arg0"``, ``"params/W"``, ...).
@@ -140,6 +147,7 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
     grads = tuple(_as_float64(g) for g in grads)
 
     errors: dict[str, float] = {}
+    failed: list[str] = []
     for i, arg in enumerate(args):
         flat, spec = tree.flatten(arg)
         grad_leaves = tree.leaves(grads[i]) if tree.leaves(grads[i]) else [None] * len(flat)
@@ -167,18 +175,24 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
             if analytic is None:
                 raise GradientCheckError(f"{label}: pullback returned no gradient")
             errors[label] = relative_error(numeric, analytic)
-    if errors:
+            # ||n - a|| <= tol (||n|| + ||a||) + atol sqrt(size), written so that NaN fails;
+            # with atol = 0 it is exactly "relative error <= tol"
+            difference = np.linalg.norm(numeric - np.asarray(analytic, np.float64))
+            bound = tol * (np.linalg.norm(numeric) + np.linalg.norm(analytic)) + atol * np.sqrt(numeric.size)
+            if not difference <= bound:
+                failed.append(label)
+    if failed:
         # NaN compares False with everything, so max() would pass over it: rank it above all
-        worst = max(errors, key=lambda k: np.inf if np.isnan(errors[k]) else errors[k])
-        if not errors[worst] <= tol:  # NaN fails too
-            raise GradientCheckError(
-                f"gradient check failed at {worst}: relative error {errors[worst]:.3g} > {tol:g}"
-            )
+        worst = max(failed, key=lambda k: np.inf if np.isnan(errors[k]) else errors[k])
+        within = f" (+ atol {atol:g})" if atol else ""
+        raise GradientCheckError(
+            f"gradient check failed at {worst}: relative error {errors[worst]:.3g} > {tol:g}{within}"
+        )
     return errors
 
 
 def check_layer(layer: Any, params: Any, x: Any, *, rng: Any = None, eps: float = 1e-6,
-                tol: float = 1e-6, seed: int = 0) -> float:
+                tol: float = 1e-6, seed: int = 0, atol: float = 0.0) -> float:
     """Check a layer's vjp (params and input) in float64; returns the worst relative error.
 
     Args:
@@ -191,6 +205,7 @@ def check_layer(layer: Any, params: Any, x: Any, *, rng: Any = None, eps: float 
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback (default 0).
+        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
 
     Returns:
         The worst relative error over the params' leaves and ``x``.
@@ -215,12 +230,12 @@ def check_layer(layer: Any, params: Any, x: Any, *, rng: Any = None, eps: float 
     def vjp(p, x_):
         return layer.vjp(p, x_, rng=rng)
 
-    errors = check_vjp(fn, vjp, (params, x), names=("params", "x"), eps=eps, tol=tol, seed=seed)
+    errors = check_vjp(fn, vjp, (params, x), names=("params", "x"), eps=eps, tol=tol, seed=seed, atol=atol)
     return max(errors.values(), default=0.0)
 
 
 def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: float = 1e-6,
-               seed: int = 0) -> float:
+               seed: int = 0, atol: float = 0.0) -> float:
     """Check a loss's vjp with respect to the logits in float64; returns the relative error.
 
     Args:
@@ -230,6 +245,7 @@ def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: 
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback.
+        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
 
     Returns:
         The relative error of the logits' gradient.
@@ -252,12 +268,12 @@ def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: 
         value, pullback = loss.vjp(z, targets)
         return value, lambda d: pullback(d)
 
-    errors = check_vjp(fn, vjp, (logits,), names=("logits",), eps=eps, tol=tol, seed=seed)
+    errors = check_vjp(fn, vjp, (logits,), names=("logits",), eps=eps, tol=tol, seed=seed, atol=atol)
     return max(errors.values(), default=0.0)
 
 
 def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 1e-6,
-                    seed: int = 0, **kwargs: Any) -> float:
+                    seed: int = 0, atol: float = 0.0, **kwargs: Any) -> float:
     """Check an :class:`funcnet.ops.Primitive` over its array arguments; extra kwargs are static.
 
     Args:
@@ -266,6 +282,7 @@ def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback.
+        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
         **kwargs: static arguments (``axis``, ``n``), passed to ``apply`` and ``vjp``.
 
     Returns:
@@ -283,5 +300,5 @@ def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 
     """
     args = tuple(_as_differentiable(f"arg{i}", a) for i, a in enumerate(args))
     errors = check_vjp(lambda *a: primitive.apply(*a, **kwargs), lambda *a: primitive.vjp(*a, **kwargs),
-                       args, eps=eps, tol=tol, seed=seed)
+                       args, eps=eps, tol=tol, seed=seed, atol=atol)
     return max(errors.values(), default=0.0)

@@ -151,3 +151,110 @@ def test_check_primitive_passes_static_kwargs():
     wrong = ops.Primitive(ops.exp.apply, lambda x_: (ops.exp.apply(x_), lambda dy: dy))
     with pytest.raises(GradientCheckError, match="failed at arg0:"):
         gradcheck.check_primitive(wrong, x)
+
+
+# --- integer inputs are checked; the cotangent's seed; the absolute allowance ---------------
+
+
+def _input_grad_scaled(layer: Layer, factor: float) -> Layer:
+    """``layer`` whose pullback's input gradient is multiplied by ``factor`` (-1: flipped, 0: dropped)."""
+
+    def vjp(params, x, *, rng=None):
+        y, pullback = layer.vjp(params, x, rng=rng)
+
+        def wrong(dy):
+            dparams, dx = pullback(dy)
+            return dparams, dx * factor
+
+        return y, wrong
+
+    return Layer(layer.init, layer.apply, vjp)
+
+
+INTEGER_INPUTS = [np.array([[1, -2, 0], [3, 1, -1]]), np.array([[1, 2, 0], [3, 1, 1]], np.uint8),
+                  np.array([[True, False, True], [False, False, True]])]
+
+
+@pytest.mark.parametrize("x", INTEGER_INPUTS, ids=["int64", "uint8", "bool"])
+@pytest.mark.parametrize("factor", [-1.0, 0.0], ids=["sign_flipped", "zero"])
+def test_a_wrong_input_gradient_fails_for_an_integer_input(x, factor):
+    with pytest.raises(GradientCheckError, match="failed at x:"):
+        check_layer(_input_grad_scaled(Sigmoid(), factor), (), x)
+    layer, params, _ = _affine()
+    with pytest.raises(GradientCheckError, match="failed at x:"):
+        check_layer(_input_grad_scaled(layer, factor), params, x[:, :3].repeat(2, axis=1)[:, :4])
+
+
+@pytest.mark.parametrize("x", INTEGER_INPUTS, ids=["int64", "uint8", "bool"])
+def test_a_correct_layer_passes_for_an_integer_input_and_the_input_is_checked(x):
+    errors = check_vjp(lambda x_: Sigmoid().apply((), x_), lambda x_: Sigmoid().vjp((), x_),
+                       (x.astype(np.float64),), names=("x",))
+    assert set(errors) == {"x"}
+    assert check_layer(Sigmoid(), (), x) < 1e-8
+
+
+def test_check_primitive_casts_integer_arguments():
+    wrong = ops.Primitive(ops.multiply.apply, lambda a, b: (a * b, lambda dz: (-dz * b, dz * a)))
+    a, b = np.array([[1, 2], [3, 4]]), np.array([[5, 6], [7, 8]])
+    assert gradcheck.check_primitive(ops.multiply, a, b) < 1e-8
+    with pytest.raises(GradientCheckError, match="failed at arg0:"):
+        gradcheck.check_primitive(wrong, a, b)
+
+
+def test_complex_input_is_refused():
+    with pytest.raises(TypeError, match="gradcheck: x must be real numbers, got dtype complex128"):
+        check_layer(Sigmoid(), (), np.ones((2, 2), np.complex128))
+
+
+def _spy_layer(seen: list) -> Layer:
+    """Sigmoid whose pullback records the cotangent it is given."""
+    layer = Sigmoid()
+
+    def vjp(params, x, *, rng=None):
+        y, pullback = layer.vjp(params, x, rng=rng)
+        return y, lambda dy: (seen.append(np.array(dy)), pullback(dy))[1]
+
+    return Layer(layer.init, layer.apply, vjp)
+
+
+def test_the_caller_chooses_the_cotangents_seed():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    seen: list = []
+    check_layer(_spy_layer(seen), (), x)  # the default is today's: default_rng(0)
+    check_layer(_spy_layer(seen), (), x, seed=0)
+    check_layer(_spy_layer(seen), (), x, seed=123)
+    np.testing.assert_array_equal(seen[0], np.random.default_rng(0).standard_normal((2, 3)))
+    np.testing.assert_array_equal(seen[1], seen[0])
+    np.testing.assert_array_equal(seen[2], np.random.default_rng(123).standard_normal((2, 3)))
+    assert not np.array_equal(seen[2], seen[0])
+
+
+def test_a_cotangent_equal_to_the_input_can_be_avoided_by_the_seed():
+    # a vjp that is wrong only when dy equals x (a stand-in for a layer whose correct vjp
+    # happens to cancel for that one cotangent) passes with seed 0 and fails with another
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    layer = Sigmoid()
+
+    def vjp(params, x_, *, rng=None):
+        y, pullback = layer.vjp(params, x_)
+        return y, lambda dy: ((), pullback(dy)[1] * (1.0 if np.array_equal(dy, x) else -1.0))
+
+    tricky = Layer(layer.init, layer.apply, vjp)
+    assert check_layer(tricky, (), x, seed=0) < 1e-8
+    with pytest.raises(GradientCheckError, match="failed at x:"):
+        check_layer(tricky, (), x, seed=1)
+
+
+def test_atol_is_an_absolute_allowance_per_entry_and_zero_by_default():
+    layer, params, x = _affine()
+    off = _off_by(layer, dx=1.01)
+    with pytest.raises(GradientCheckError, match=r"failed at x: relative error 0\.00"):
+        check_layer(off, params, x)
+    _, pullback = layer.vjp(params, x)
+    dy = np.random.default_rng(0).standard_normal((2, 3))
+    gap = float(np.max(np.abs(0.01 * pullback(dy)[1])))
+    assert check_layer(off, params, x, atol=2 * gap) > 1e-3  # allowed, still reported
+    with pytest.raises(GradientCheckError, match=r"failed at x: .* \(\+ atol"):
+        check_layer(off, params, x, atol=gap / 100)
+    with pytest.raises(GradientCheckError, match="relative error nan"):
+        check_layer(_off_by(layer, dx=np.nan), params, x, atol=1e9)

@@ -323,3 +323,142 @@ def test_binary_targets_outside_zero_one(bad):
     targets = np.full((N, C), bad, np.float32)
     with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy: targets must lie in \[0, 1\]"):
         sigmoid_binary_cross_entropy.value(LOGITS, targets)
+
+
+# --- targets are probabilities; labels in range in vjp too; extreme logits --------------------
+
+
+def test_sigmoid_with_loss_is_the_book_name():
+    assert losses.SigmoidWithLoss is sigmoid_binary_cross_entropy
+
+
+NOT_DISTRIBUTIONS = [
+    pytest.param([[2.0, -1.0, 0.0], [1.0, 0.0, 0.0]], r"must lie in \[0, 1\], got values in \[-1, 2\]",
+                 id="negative_entries_summing_to_1"),
+    pytest.param([[1.5, 0.0, 0.0], [1.0, 0.0, 0.0]], r"must lie in \[0, 1\], got values in \[0, 1.5\]",
+                 id="entry_above_1"),
+    pytest.param([[np.nan, np.nan, np.nan], [1.0, 0.0, 0.0]], r"must lie in \[0, 1\], got NaN", id="nan_row"),
+    pytest.param([[np.nan, 0.0, 1.0], [1.0, 0.0, 0.0]], r"must lie in \[0, 1\], got NaN", id="one_nan_entry"),
+    pytest.param([[0.5, 0.0, 0.0], [1.0, 0.0, 0.0]], r"must sum to 1; a row is off by 0.5", id="row_sum_half"),
+]
+
+
+@pytest.mark.parametrize(("name", "loss"), CLASS_LOSSES)
+@pytest.mark.parametrize(("rows", "match"), NOT_DISTRIBUTIONS)
+def test_targets_that_are_not_distributions_are_refused(xp, name, loss, rows, match):
+    targets = backend.put(np.array(rows, np.float32), xp)
+    logits = backend.put(np.zeros((2, C), np.float32), xp)
+    with pytest.raises(ValueError, match=rf"{name}: (each row of )?one-hot or probability targets {match}"):
+        loss.value(logits, targets)
+    with pytest.raises(ValueError, match=rf"{name}: (each row of )?one-hot or probability targets {match}"):
+        losses.validate_targets(loss, targets, (C,))
+
+
+@pytest.mark.parametrize("bad", [np.nan, -0.5, 1.5])
+def test_binary_targets_with_nan_or_outside_zero_one(bad):
+    targets = np.zeros((N, C), np.float32)
+    targets[2, 1] = bad
+    with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy: targets must lie in \[0, 1\]"):
+        sigmoid_binary_cross_entropy.value(LOGITS, targets)
+    with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy: targets must lie in \[0, 1\]"):
+        losses.validate_targets(sigmoid_binary_cross_entropy, targets, (C,))
+
+
+OUT_OF_RANGE = [
+    pytest.param([0, 1, 2, 3, 0], "int64", r"\[0, 3\]", id="3"),
+    pytest.param([0, -1, 2, 1, 0], "int64", r"\[-1, 2\]", id="-1"),
+    pytest.param([7, 7, 7, 7, 7], "int64", r"\[7, 7\]", id="all_7"),
+    pytest.param([0, -1, 2, 1, 0], "int8", r"\[-1, 2\]", id="int8_-1"),
+    pytest.param([0, 1, 2, 255, 0], "uint8", r"\[0, 255\]", id="uint8_255"),
+    pytest.param([0, 1, -(2**31), 1, 0], "int32", r"\[-2147483648, 1\]", id="int32_min"),
+]
+
+
+@pytest.mark.parametrize(("name", "loss"), CLASS_LOSSES)
+@pytest.mark.parametrize(("labels", "dtype", "got"), OUT_OF_RANGE)
+def test_vjp_refuses_labels_out_of_range(name, loss, labels, dtype, got):
+    match = rf"{name}: labels must be in \[0, 3\), got values in {got}"
+    labels = np.array(labels, dtype)
+    with pytest.raises(ValueError, match=match):
+        loss.vjp(LOGITS, labels)
+    with pytest.raises(ValueError, match=match):
+        loss.value(LOGITS, labels)
+
+
+@pytest.mark.parametrize(("name", "loss"), CLASS_LOSSES)
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 0], [0, -1, 2, 1, 0]], ids=["3", "-1"])
+def test_vjp_refuses_labels_out_of_range_on_every_concrete_backend(xp, name, loss, labels):
+    logits, labels = backend.put((LOGITS, np.array(labels)), xp)
+    with pytest.raises(ValueError, match=rf"{name}: labels must be in \[0, 3\)"):
+        loss.vjp(logits, labels)
+
+
+def test_labels_in_range_pass_the_vjp_check_at_the_edges():
+    for dtype in ("int8", "uint8", "int32", "int64", "uint64"):
+        labels = np.array([0, 2, 1, 2, 0], dtype)
+        loss, pullback = softmax_cross_entropy.vjp(LOGITS, labels)
+        assert float(loss) == pytest.approx(math.log(3), rel=1e-6)
+        chex.assert_tree_all_finite(pullback())
+
+
+def test_vjp_under_jit_cannot_check_labels():
+    # documented: a traced value cannot raise, an out-of-range label is an all-zero row there
+    logits = jnp.zeros((2, 3), jnp.float32)
+    value = jax.jit(lambda z, t: softmax_cross_entropy.vjp(z, t)[0])(logits, jnp.asarray([0, 7]))
+    assert float(value) == pytest.approx(math.log(3) / 2, rel=1e-6)
+
+
+EXTREME = [
+    pytest.param("float16", 40000.0, id="float16_4e4"),
+    pytest.param("float16", 65504.0, id="float16_max"),
+    pytest.param("float32", 3e38, id="float32_3e38"),
+    pytest.param("float64", 1.7e308, id="float64_1.7e308"),
+]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize(("dtype", "big"), EXTREME)
+@pytest.mark.parametrize("label", [0, 1, 2])
+def test_extreme_finite_logits_give_a_finite_gradient_and_no_nan(dtype, big, label):
+    # the row spans 2 * big, beyond the dtype's range: x - max overflowed to -inf, and the
+    # loss's 0 * inf (or t * -inf in log_softmax) was NaN
+    logits = np.array([[big, -big, 0.0]], dtype)
+    want_grad = np.eye(3)[[0]] - np.eye(3)[[label]]  # softmax is (1, 0, 0) to within rounding
+    for targets in (np.array([label]), np.eye(3, dtype=dtype)[[label]]):
+        value = softmax_cross_entropy.value(logits, targets)
+        vjp_value, pullback = softmax_cross_entropy.vjp(logits, targets)
+        grad = pullback()
+        assert grad.dtype == np.dtype(dtype)
+        chex.assert_tree_all_finite((value, vjp_value, grad))
+        np.testing.assert_array_equal(grad, want_grad.astype(dtype))
+        assert float(value) == float(vjp_value)
+        if label == 0:
+            assert float(value) == 0.0
+        elif label == 2:
+            assert float(value) == float(np.asarray(big, dtype))
+        else:  # the true loss 2 * big is beyond the range: the largest finite number
+            assert float(value) == float(np.finfo(dtype).max)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_extreme_logits_on_every_backend(xp):
+    logits = np.array([[3e38, -3e38, 0.0], [1.0, 2.0, 3.0]], np.float32)
+    for targets in (np.array([2, 0]), np.eye(3, dtype=np.float32)[[2, 0]]):
+        z, t = backend.put((logits, targets), xp)
+        value, pullback = softmax_cross_entropy.vjp(z, t)
+        chex.assert_tree_all_finite(backend.to_numpy((softmax_cross_entropy.value(z, t), value, pullback())))
+
+
+def test_ordinary_logits_give_the_same_bits_as_the_unfloored_shift():
+    # the floor only touches entries that overflowed: ordinary inputs keep every bit
+    rng = np.random.default_rng(11)
+    for dtype in ("float32", "float64"):
+        logits = (30 * rng.standard_normal((64, 10))).astype(dtype)
+        labels = rng.integers(0, 10, 64)
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        t = np.eye(10, dtype=dtype)[labels]
+        loss, pullback = softmax_cross_entropy.vjp(logits, labels)
+        assert loss.tobytes() == (np.add.reduce(t * (np.log(s) - z), axis=None) / 64).tobytes()
+        assert pullback().tobytes() == ((e / s - t) * (1.0 / 64)).tobytes()

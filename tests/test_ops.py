@@ -270,3 +270,27 @@ def test_softmax_of_huge_logits_is_finite(name):
     probs = np.exp(y) if name == "log_softmax" else y
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(probs[1], 1.0 / 3.0, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize(("dtype", "big"), [("float16", 40000.0), ("float32", 3e38), ("float64", 1.7e308)])
+def test_log_softmax_of_a_row_wider_than_the_range_is_finite(dtype, big):
+    # x - max overflowed to -inf; the shift is floored at minus the largest finite number
+    x = np.array([[big, -big, 0.0]], dtype)
+    y, pullback = ops.log_softmax.vjp(x)
+    largest = float(np.finfo(dtype).max)
+    np.testing.assert_array_equal(y, np.array([[0.0, -largest, -big]], dtype))
+    np.testing.assert_array_equal(ops.log_softmax.apply(x), y)
+    dx = pullback(np.ones_like(x))
+    np.testing.assert_array_equal(dx, np.array([[-2.0, 1.0, 1.0]], dtype))
+    np.testing.assert_array_equal(ops.softmax.apply(x), np.array([[1.0, 0.0, 0.0]], dtype))
+
+
+def test_shifted_by_max_is_x_minus_max_bit_for_bit_on_ordinary_inputs(xp):
+    x = np.random.default_rng(4).standard_normal((16, 7)).astype(np.float32) * 50
+    for axis in (0, 1, -1):
+        want = x - x.max(axis=axis, keepdims=True)
+        got = backend.to_numpy(ops.shifted_by_max(xp, backend.put(x, xp), axis))
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
+    ints = np.array([[1, 5, 3]])
+    np.testing.assert_array_equal(ops.shifted_by_max(np, ints), [[-4, 0, -2]])
