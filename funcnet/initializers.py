@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ Example:
 
 def _scaled_normal(stddev: float, key: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     dtype = np.dtype(dtype)
+    if dtype.kind != "f":  # normals cast to integers would be silent zeros
+        raise TypeError(f"initializers: weights must be floating point, got dtype {dtype}")
     draw = np.float64 if dtype == np.float64 else np.float32
     return (random.normal(key, shape, draw) * stddev).astype(dtype, copy=False)
 
@@ -53,10 +56,13 @@ def normal(stddev: float = 0.01) -> Initializer:
     """``stddev * randn``; ``normal(0.01)`` is the book's initialiser.
 
     Args:
-        stddev: the standard deviation.
+        stddev: the standard deviation, finite and >= 0.
 
     Returns:
-        An :data:`Initializer`.
+        An :data:`Initializer`; it raises ``TypeError`` for a dtype that is not floating.
+
+    Raises:
+        ValueError: a negative or non-finite ``stddev``.
 
     Example:
         >>> from funcnet import random
@@ -64,14 +70,18 @@ def normal(stddev: float = 0.01) -> Initializer:
         >>> w.dtype, bool(abs(float(w.std()) - 0.01) < 1e-3)
         (dtype('float32'), True)
     """
+    if isinstance(stddev, bool) or not (isinstance(stddev, numbers.Real) and math.isfinite(stddev) and stddev >= 0):
+        raise ValueError(f"initializers.normal: stddev must be a finite number >= 0, got {stddev!r}")
     return lambda key, shape, dtype="float32": _scaled_normal(stddev, key, shape, dtype)
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    # a zero-size weight has no fan; 1 keeps the stddev finite for an array with no entries
     if len(shape) < 2:
-        return shape[0] if shape else 1, shape[0] if shape else 1
+        fan = max(shape[0], 1) if shape else 1
+        return fan, fan
     receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
+    return max(shape[-2] * receptive, 1), max(shape[-1] * receptive, 1)
 
 
 def glorot_normal() -> Initializer:

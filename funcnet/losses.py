@@ -446,7 +446,7 @@ def validate_targets(loss: Loss, targets: Any, out_shape: tuple[int, ...]) -> No
     Raises:
         TypeError: as the loss's ``value`` (float labels, complex targets, ...).
         ValueError: as the loss's ``value`` (labels out of range, rows that are not
-            distributions, shapes that do not fit, an empty batch).
+            distributions, shapes that do not fit, an empty batch), or 0-d targets.
 
     Example:
         >>> import numpy as np
@@ -457,6 +457,8 @@ def validate_targets(loss: Loss, targets: Any, out_shape: tuple[int, ...]) -> No
         ValueError: softmax_cross_entropy: one-hot or probability targets must lie in [0, 1], got values in [-1, 2]
     """
     xp = namespace(targets)
-    n = targets.shape[0] if getattr(targets, "ndim", 0) else 0
+    if getattr(targets, "ndim", 0) == 0:  # not "an empty batch": there is no batch axis at all
+        raise ValueError(f"validate_targets: targets need a batch axis, got shape {tuple(getattr(targets, 'shape', ()))}")
+    n = targets.shape[0]
     logits = xp.zeros((n, *out_shape), dtype=xp.float32)
     loss.value(logits, targets)
