@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from funcnet import tree
 from funcnet.backend import is_complex, namespace
 from funcnet.layers import Layer
 from funcnet.losses import Loss
+from funcnet.train.plan import MAX_PLANS, build_plan
 from funcnet.train.state import TrainState, check_parts, step_key
 
 __all__ = ["TrainStep", "as_params_dtype", "make_train_step"]
@@ -22,6 +25,11 @@ class TrainStep:
     reads ``model``, ``loss`` and ``optimizer`` from it to check the data once, before the first
     step. On the jax backend ``jax.jit(step)`` compiles it unchanged. ``x`` is cast to the
     params' dtype at this boundary.
+
+    On NumPy, a batch whose shapes and dtypes the step has already run (checked) goes through a
+    plan behind a guard (:mod:`funcnet.train.plan`): the same operations without the per-call
+    checks, bit for bit the same results; anything the guard does not recognise takes the
+    checked path, so the errors are the same either way.
 
     Attributes:
         model: the Layer being trained.
@@ -41,11 +49,33 @@ class TrainStep:
     model: Layer
     loss: Loss
     optimizer: Any
+    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_parts("TrainStep", model=self.model, optimizer=self.optimizer, loss=self.loss)
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
+        if type(batch) is tuple and len(batch) == 2:
+            x, t = batch
+            if type(x) is np.ndarray and type(t) is np.ndarray:
+                plans = self._plans
+                key = (x.shape, x.dtype, t.shape, t.dtype)
+                plan = plans.get(key, False)
+                if plan:
+                    out = plan(state, x, t)
+                    if out is not None:
+                        grads, value = out
+                        params, opt_state = self.optimizer.update(state.params, grads, state.opt_state)
+                        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), \
+                            {"loss": value}
+                result = self._checked(state, batch)
+                if plan is False and len(plans) <= MAX_PLANS:  # a new signature: plan it (None: cannot)
+                    plans[key] = build_plan(plans, self.model, self.loss, state, x, t)
+                return result
+        return self._checked(state, batch)
+
+    def _checked(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
+        """The fully checked step: every check, every error message."""
         if not isinstance(batch, tuple | list) or len(batch) != 2:
             raise TypeError(f"step: batch must be a pair (x, t), got {type(batch).__name__}")
         x, t = batch

@@ -1,0 +1,281 @@
+"""Step plans: a NumPy training step checked once, then run as one fused function behind a guard.
+
+A :class:`~funcnet.train.TrainStep` keeps a few plans, keyed by its batch's shapes and dtypes.
+The first call with a new key runs the fully checked step; if that succeeds and the model is
+built from layers a plan knows (``serial`` of Affine/MatMul and Sigmoid/ReLU/Tanh, or one
+Affine/MatMul, trained on :data:`~funcnet.losses.softmax_cross_entropy`), a plan is built from
+the ``Layer`` type's declared ``kind`` and ``sublayers`` and the params it was given. Later calls
+with the same key go through the plan's guard (exact ``np.ndarray`` types, the params' structure,
+shapes and dtypes, the optimizer state's type, the labels' range); anything it does not
+recognise returns None, and the step takes the checked path, which raises exactly the errors it
+always did.
+
+A plan performs the checked path's NumPy operations, in the same order, on the same operands:
+only the per-call checks and the per-layer dispatch are gone, and Python-float operands are
+0-d arrays of the params' dtype (the same value after the same rounding). Activations of
+``IN_PLACE_MIN_SIZE`` elements or more go through the public primitives themselves
+(:mod:`funcnet.ops`), so their in-place variants are the checked path's own. The results are
+therefore bit for bit the checked path's; the tests compare them for every built-in optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from funcnet import ops
+from funcnet.backend import IN_PLACE_MIN_SIZE
+from funcnet.layers import Layer
+from funcnet.losses import softmax_cross_entropy
+from funcnet.train.state import TrainState
+
+__all__ = ["MAX_PLANS", "Plan", "build_plan", "plan_key", "plan_runs"]
+
+MAX_PLANS = 8
+"""At most this many batch signatures get a plan per step (one a batch shape; fit needs one)."""
+
+_MODEL = "model"  # the cache entry holding the model's layer list (or False: no plan for it)
+
+_DENSE = {"affine": ("W", "b"), "matmul": ("W",)}
+_ACTIVATIONS = {"sigmoid": ops.sigmoid, "relu": ops.relu, "tanh": ops.tanh}
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# the codes of a plan's layers
+_AFFINE, _MATMUL, _SIGMOID, _RELU, _TANH, _BIG = 0, 1, 2, 3, 4, 5  # _BIG: an activation via ops
+
+
+class Plan:
+    """One batch signature's fused step: ``plan(state, x, t) -> (grads, loss)``, or None to fall back.
+
+    Attributes:
+        runs: how many calls the plan has answered (the guard admitted them); tests read it to
+            see that a plan, not the checked path, produced a result.
+    """
+
+    __slots__ = ("_run", "runs")
+
+    def __init__(self, run: Any):
+        self._run = run
+        self.runs = 0
+
+    def __call__(self, state: Any, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any] | None:
+        out = self._run(state, x, t)
+        if out is not None:
+            self.runs += 1
+        return out
+
+
+def plan_key(x: Any, t: Any) -> tuple[Any, ...]:
+    """The cache key of a batch of NumPy arrays: both shapes and dtypes."""
+    return (x.shape, x.dtype, t.shape, t.dtype)
+
+
+def plan_runs(step: Any) -> int:
+    """How many calls of ``step`` its plans answered (0 when it has none).
+
+    Example:
+        >>> import numpy as np
+        >>> import funcnet as fn
+        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 4, 3), fn.softmax_cross_entropy, fn.optim.sgd(0.1))
+        >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
+        >>> batch = (np.ones((5, 2), np.float32), np.array([0, 1, 2, 0, 1]))
+        >>> state, _ = step(state, batch)  # checked, then planned
+        >>> state, _ = step(state, batch)  # the plan
+        >>> plan_runs(step)
+        1
+    """
+    return sum(p.runs for k, p in step._plans.items() if k != _MODEL and p is not None)
+
+
+def _layers(model: Layer) -> tuple[tuple[Layer, ...], bool] | None:
+    """``(layers, bare)``: the model's layers when a plan can run it (``bare``: not a serial)."""
+    if model.stochastic:
+        return None
+    if model.kind in _DENSE:
+        return (model,), True
+    if model.kind != "serial" or not model.sublayers:
+        return None
+    for layer in model.sublayers:
+        if not isinstance(layer, Layer) or layer.stochastic or (layer.kind not in _DENSE
+                                                                  and layer.kind not in _ACTIVATIONS):
+            return None
+    return tuple(model.sublayers), False
+
+
+def build_plan(cache: dict, model: Layer, loss: Any, state: Any, x: Any, t: Any) -> Plan | None:
+    """A plan for ``(state, (x, t))``, a batch the checked step has just run, or None.
+
+    Args:
+        cache: the step's plan cache (its model entry is filled on first use).
+        model: the step's model.
+        loss: the step's loss.
+        state: the state the checked step was given.
+        x: the batch's inputs (NumPy).
+        t: the batch's targets (NumPy).
+
+    Returns:
+        The plan, or None when the step is not one a plan can run.
+    """
+    found = cache.get(_MODEL)
+    if found is None:
+        found = cache[_MODEL] = _layers(model) if loss is softmax_cross_entropy else False
+    if not found or type(x) is not np.ndarray or type(t) is not np.ndarray or type(state) is not TrainState:
+        return None
+    layers, bare = found
+    params = state.params
+    per_layer = (params,) if bare else params
+    if type(per_layer) is not tuple or len(per_layer) != len(layers):
+        return None
+    dt = x.dtype
+    if dt not in _FLOATS or x.ndim != 2:
+        return None
+    n, width = x.shape
+    codes, shapes = [], []
+    for layer, p in zip(layers, per_layer, strict=True):
+        keys = _DENSE.get(layer.kind)
+        if keys is None:
+            if type(p) is not tuple or p:
+                return None
+            if width * n >= IN_PLACE_MIN_SIZE:
+                codes.append((_BIG, _ACTIVATIONS[layer.kind]))
+            else:
+                codes.append(({"sigmoid": _SIGMOID, "relu": _RELU, "tanh": _TANH}[layer.kind], None))
+            shapes.append(None)
+            continue
+        if type(p) is not dict or tuple(p) != keys:
+            return None
+        leaves = [p[k] for k in keys]
+        if any(type(a) is not np.ndarray or a.dtype != dt for a in leaves):
+            return None
+        codes.append((_AFFINE if len(keys) == 2 else _MATMUL, None))
+        shapes.append(tuple(a.shape for a in leaves))
+        width = leaves[0].shape[1]
+    c = width
+    if t.ndim == 1:
+        labels = True
+        if t.dtype.kind not in "iu":
+            return None
+    else:
+        labels = False
+        if t.shape != (n, c):
+            return None
+    run = _kernel(tuple(codes), tuple(shapes), bare, dt, n, c, labels, t.dtype,
+                  type(state.opt_state), layers[0].skips_input_grad)
+    return Plan(run)
+
+
+def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips):
+    """The fused step of one batch signature (see the module docstring)."""
+    depth = len(codes)
+    scalar = np.dtype(dt).type
+
+    def zero_d(v: float) -> np.ndarray:
+        return np.asarray(scalar(v))
+
+    one = zero_d(1.0)
+    zero = zero_d(0.0)
+    clip = ops._CLIP.get((np, dt))
+    if clip is None:
+        ops.sigmoid.apply(np.zeros(1, dt))  # fills the cache the checked path reads
+        clip = ops._CLIP[(np, dt)]
+    pos_c, neg_c = zero_d(clip), zero_d(-clip)
+    neg_largest = zero_d(-float(np.finfo(dt).max))
+    scale = zero_d(1.0 / n)  # the pullback's _scale(1.0, n): 1.0 / n
+    classes = np.arange(c)
+    width = np.dtype(f"u{t_dtype.itemsize}") if labels else None
+    matmul, add, add_reduce, maximum, minimum = np.matmul, np.add, np.add.reduce, np.maximum, np.minimum
+    multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
+    negative, tanh, where, greater, astype, equal = np.negative, np.tanh, np.where, np.greater, np.astype, np.equal
+    max_reduce = np.maximum.reduce
+    ndarray = np.ndarray
+    dense_keys = [("W", "b") if code == _AFFINE else ("W",) if code == _MATMUL else None for code, _ in codes]
+    rev = range(depth - 1, -1, -1)
+
+    def guard(state):
+        if type(state) is not TrainState or type(state.opt_state) is not opt_type:
+            return None
+        params = state.params
+        per_layer = (params,) if bare else params
+        if type(per_layer) is not tuple or len(per_layer) != depth:
+            return None
+        for p, keys, shape in zip(per_layer, dense_keys, shapes, strict=True):
+            if keys is None:
+                if type(p) is not tuple or p:
+                    return None
+                continue
+            if type(p) is not dict or len(p) != len(keys):
+                return None
+            for k, s in zip(keys, shape, strict=True):
+                a = p.get(k)
+                if type(a) is not ndarray or a.shape != s or a.dtype != dt:
+                    return None
+        return per_layer
+
+    def run(state, x, t):
+        per_layer = guard(state)
+        if per_layer is None:
+            return None
+        if labels and not int(max_reduce(t.view(width), axis=None)) < c:
+            return None  # the checked path words the error
+        # forward: each layer's input and (activations) output or pullback
+        inputs = [None] * depth
+        saved = [None] * depth
+        h = x
+        for i in range(depth):
+            code, prim = codes[i]
+            inputs[i] = h
+            if code == _AFFINE:
+                p = per_layer[i]
+                h = matmul(h, p["W"]) + p["b"]
+            elif code == _MATMUL:
+                h = matmul(h, per_layer[i]["W"])
+            elif code == _SIGMOID:
+                h = divide(one, add(one, exp(negative(minimum(maximum(h, neg_c), pos_c)))))
+                saved[i] = h
+            elif code == _RELU:
+                h = maximum(h, zero)
+            elif code == _TANH:
+                h = tanh(h)
+                saved[i] = h
+            else:
+                h, saved[i] = prim.vjp(h)
+        # softmax cross-entropy, as losses._sce_vjp
+        z = h - max_reduce(h, axis=1, keepdims=True)
+        maximum(z, neg_largest, out=z)
+        e = exp(z)
+        s = add_reduce(e, axis=1, keepdims=True)
+        tt = astype(equal(t[:, None], classes), dt) if labels else (t if t.dtype == dt else astype(t, dt))
+        value = add_reduce(tt * (log(s) - z), axis=None, keepdims=False) / n
+        dy = (e / s - tt) * scale
+        del h, z, e, s, tt
+        # backward
+        grads = [None] * depth
+        for i in rev:
+            code = codes[i][0]
+            x_i = inputs[i]
+            last = i == 0
+            if code == _AFFINE:
+                p = per_layer[i]
+                grads[i] = {"W": matmul(x_i.T, dy), "b": add_reduce(dy, axis=0)}
+                dy = None if last and first_skips else matmul(dy, p["W"].T)
+            elif code == _MATMUL:
+                grads[i] = {"W": matmul(x_i.T, dy)}
+                dy = None if last and first_skips else matmul(dy, per_layer[i]["W"].T)
+            else:
+                grads[i] = ()
+                if last:
+                    break  # the data's gradient is never used
+                if code == _SIGMOID:
+                    y = saved[i]
+                    dy = multiply(dy, multiply(y, subtract(one, y)))
+                elif code == _RELU:
+                    dy = where(greater(x_i, 0), dy, zero)
+                elif code == _TANH:
+                    y = saved[i]
+                    dy = multiply(dy, subtract(one, multiply(y, y)))
+                else:
+                    dy = saved[i](dy)
+        return (grads[0] if bare else tuple(grads)), value
+
+    return run
