@@ -177,7 +177,7 @@ def test_a_pickle_never_runs_through_trainer_load(tmp_path):
     path, pwned = _pickle_file(tmp_path)
     trainer = Trainer(TwoLayerNet(2, 10, 3), optim.SGD(1.0))
     with pytest.raises(CheckpointError, match="pickle file, which funcnet never loads"):
-        trainer.load(path, in_shape=(2,))
+        trainer.load(path)
     assert not pwned.exists()
 
 
@@ -201,7 +201,7 @@ def test_a_fifo_given_to_trainer_load_is_refused_without_blocking(tmp_path):
 
     def load():
         try:
-            trainer.load(fifo, in_shape=(2,))
+            trainer.load(fifo)
         except BaseException as err:  # handed to the test's thread
             errors.append(err)
 
@@ -223,18 +223,18 @@ def test_a_checkpoint_of_another_architecture_or_optimizer_names_the_leaf(tmp_pa
     trainer.save(tmp_path / "s")
     wider = Trainer(TwoLayerNet(2, 20, 3), optim.SGD(1.0))
     with pytest.raises(CheckpointError, match=r"leaf 'params/0/W' should have shape \(2, 20\), the file has \(2, 10\)"):
-        wider.load(tmp_path / "s", in_shape=(2,))
+        wider.load(tmp_path / "s")
     adam = Trainer(TwoLayerNet(2, 10, 3), optim.Adam())
     with pytest.raises(CheckpointError, match=r"another architecture\?.*leaf 'opt_state/first_moment/0/W' of "
                                               r"`like` is missing from the file"):
-        adam.load(tmp_path / "s", in_shape=(2,))
+        adam.load(tmp_path / "s")
     deeper = Trainer(layers.serial(layers.Affine(10), layers.Sigmoid(), layers.Affine(10), layers.Sigmoid(),
                                    layers.Affine(3)), optim.SGD(1.0))
     with pytest.raises(CheckpointError, match=r"does not fit `like`.*'params/4/W'"):
-        deeper.load(tmp_path / "s", in_shape=(2,))
+        deeper.load(tmp_path / "s")
     # none of the failed loads touched the file: the right trainer still loads it
     again = Trainer(TwoLayerNet(2, 10, 3), optim.SGD(1.0))
-    again.load(tmp_path / "s", in_shape=(2,))
+    again.load(tmp_path / "s")
     chex.assert_trees_all_equal(again.state, trainer.state)
 
 

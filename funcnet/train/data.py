@@ -159,7 +159,8 @@ def prepare(step: Any, params: Any, x: Any, t: Any, *, validate: bool = True) ->
         parts = (step.model, step.loss, checked_params) if isinstance(step, TrainStep) else (None, None, None)
         validate_data(checked_x, checked_t, model=parts[0], loss=parts[1], params=parts[2])
     leaf = tree.any_leaf(params)
-    cast = as_params_dtype("fit", x, leaf)
+    with np.errstate(over="ignore"):  # an overflowing cast is named just below, not warned about
+        cast = as_params_dtype("fit", x, leaf)
     if validate and cast is not x and is_floating(cast.dtype):
         host_cast = to_numpy(cast) if host else cast
         cxp = np if host else xp
