@@ -1,9 +1,9 @@
 """Array backends: which exist, which are usable, and moving trees of arrays between them.
 
 The array module (``xp``) is never global. Code learns it from its arrays with
-:func:`namespace`, which is one dictionary look-up on the hot path. Backends are recognised
-with array_api_compat's namespace predicates (:func:`is_numpy`, :func:`is_jax`, :func:`is_cupy`,
-:func:`is_array_api_strict`), never by module-name strings.
+`namespace`, which is one dictionary look-up on the hot path. Backends are recognised
+with array_api_compat's namespace predicates (`is_numpy`, `is_jax`, `is_cupy`,
+`is_array_api_strict`), never by module-name strings.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ GPU_NEEDS = "CuPy 14's [ctk] extra (cupy-cuda12x[ctk]) or a CUDA toolkit, and an
 class BackendUnavailableError(RuntimeError):
     """A backend was asked for that is not installed or cannot run here.
 
-    Example:
+    Examples:
         >>> issubclass(BackendUnavailableError, RuntimeError)
         True
     """
@@ -135,7 +135,7 @@ def get(name: str | ModuleType) -> ModuleType:
         ValueError: an unknown name.
         TypeError: ``name`` is neither a str nor a module.
 
-    Example:
+    Examples:
         >>> get("numpy").__name__
         'numpy'
     """
@@ -152,9 +152,9 @@ def available() -> list[str]:
     """The names of the backends that can run on this machine.
 
     Returns:
-        A list of backend names, in the order of :data:`NAMES`.
+        A list of backend names, in the order of `NAMES`.
 
-    Example:
+    Examples:
         >>> "numpy" in available()
         True
     """
@@ -180,7 +180,7 @@ def why_unavailable(name: str) -> str | None:
     Raises:
         ValueError: an unknown name.
 
-    Example:
+    Examples:
         >>> why_unavailable("numpy") is None
         True
     """
@@ -200,7 +200,7 @@ def is_numpy(xp: ModuleType) -> bool:
     Returns:
         Whether it is NumPy.
 
-    Example:
+    Examples:
         >>> is_numpy(np)
         True
     """
@@ -216,7 +216,7 @@ def is_jax(xp: ModuleType) -> bool:
     Returns:
         Whether it is jax's.
 
-    Example:
+    Examples:
         >>> is_jax(np)
         False
     """
@@ -232,7 +232,7 @@ def is_cupy(xp: ModuleType) -> bool:
     Returns:
         Whether it is cupy's.
 
-    Example:
+    Examples:
         >>> is_cupy(np)
         False
     """
@@ -248,7 +248,7 @@ def is_array_api_strict(xp: ModuleType) -> bool:
     Returns:
         Whether it is array_api_strict.
 
-    Example:
+    Examples:
         >>> is_array_api_strict(np)
         False
     """
@@ -285,7 +285,7 @@ def namespace(*arrays: Any) -> ModuleType:
     Raises:
         TypeError: arrays of two backends are mixed, or no array is given.
 
-    Example:
+    Examples:
         >>> namespace(np.ones(2), 1.0) is np
         True
     """
@@ -316,7 +316,7 @@ def name_of(xp: ModuleType) -> str:
     Returns:
         Its backend name; the module's own name for a module funcnet does not know.
 
-    Example:
+    Examples:
         >>> name_of(get("numpy"))
         'numpy'
     """
@@ -354,7 +354,7 @@ def to_numpy(tree_: Any) -> Any:
     Returns:
         The same structure with NumPy leaves.
 
-    Example:
+    Examples:
         >>> to_numpy({"a": 1.5})
         {'a': array(1.5)}
     """
@@ -389,7 +389,7 @@ def put(tree_: Any, to: str | ModuleType) -> Any:
         BackendUnavailableError: ``to`` cannot run here.
         TypeError: a float64 leaf would silently become float32 on jax.
 
-    Example:
+    Examples:
         >>> x = np.ones(2)
         >>> put(x, "numpy") is x
         True
@@ -428,7 +428,7 @@ def is_traced(x: Any) -> bool:
     Returns:
         Whether ``x`` is a jax tracer (False whenever jax was never imported).
 
-    Example:
+    Examples:
         >>> is_traced(np.ones(2))
         False
     """
@@ -451,7 +451,7 @@ def dtype_kind(dtype: Any) -> str:
     Returns:
         One letter, as ``numpy.dtype(...).kind``.
 
-    Example:
+    Examples:
         >>> dtype_kind("float32")
         'f'
     """
@@ -474,7 +474,7 @@ def numpy_dtype(dtype: Any) -> np.dtype:
     Raises:
         TypeError: not a dtype NumPy knows.
 
-    Example:
+    Examples:
         >>> numpy_dtype("int32")
         dtype('int32')
     """
@@ -493,7 +493,7 @@ def is_floating(dtype: Any) -> bool:
     Returns:
         Whether it is float16, float32 or float64.
 
-    Example:
+    Examples:
         >>> is_floating(np.float32), is_floating(np.int32)
         (True, False)
     """
@@ -509,7 +509,7 @@ def is_complex(dtype: Any) -> bool:
     Returns:
         Whether it is complex.
 
-    Example:
+    Examples:
         >>> is_complex(np.complex64)
         True
     """
@@ -525,7 +525,7 @@ def is_integer(dtype: Any) -> bool:
     Returns:
         Whether it is a signed or unsigned integer dtype.
 
-    Example:
+    Examples:
         >>> is_integer(np.uint32), is_integer(np.bool_)
         (True, False)
     """
@@ -551,7 +551,7 @@ def reduce_sum(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False)
     Returns:
         The sum.
 
-    Example:
+    Examples:
         >>> reduce_sum(np, np.ones((2, 3)), axis=1).tolist()
         [3.0, 3.0]
     """
@@ -572,7 +572,7 @@ def reduce_max(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False)
     Returns:
         The maximum.
 
-    Example:
+    Examples:
         >>> reduce_max(np, np.arange(6).reshape(2, 3), axis=0).tolist()
         [3, 4, 5]
     """

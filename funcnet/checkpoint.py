@@ -7,9 +7,9 @@ NumPy scalar leaves (a step count) are stored as 0-d arrays.
 
 What funcnet adds to the format:
 
-* restoring into a template tree ``like`` (:func:`load`): a tree of ``like``'s structure, each
+* restoring into a template tree ``like`` (`load`): a tree of ``like``'s structure, each
   leaf checked against, cast to the dtype of and moved to the backend of the matching leaf;
-* the atomic write (:func:`funcnet.io.write_atomic`: temporary file, fsync, rename);
+* the atomic write (`funcnet.io.write_atomic`: temporary file, fsync, rename);
 * its own ``__metadata__`` entries, starting with ``funcnet.``: the format tag and version, the
   tree structure (for people; loading matches by path) and a sha256 of the header and data, so
   flipped bytes anywhere are caught;
@@ -72,7 +72,7 @@ _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 class CheckpointError(ValueError):
     """A file that is not a valid checkpoint, or one that does not fit the template tree.
 
-    Example:
+    Examples:
         >>> issubclass(CheckpointError, ValueError)
         True
     """
@@ -112,7 +112,7 @@ def save(
         FileNotFoundError: an empty path, or a missing folder.
         IsADirectoryError: ``path`` names a folder.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> import numpy as np
         >>> path = os.path.join(tempfile.mkdtemp(), "params.safetensors")
@@ -227,7 +227,7 @@ def load(path: str | os.PathLike[str], like: Any) -> Any:
     """The tree saved at ``path``, in ``like``'s structure, dtypes and backends.
 
     Args:
-        path: a checkpoint written by :func:`save` (or any safetensors file whose tensor names
+        path: a checkpoint written by `save` (or any safetensors file whose tensor names
             are ``like``'s leaf paths).
         like: the template: a tree of arrays and scalars of the saved structure (the freshly
             initialised state, say); its values are not used.
@@ -243,7 +243,7 @@ def load(path: str | os.PathLike[str], like: Any) -> Any:
             corrupt (checksum, truncation), or not fitting ``like`` (a leaf missing, unexpected,
             of another shape or dtype kind, or with values out of the template dtype's range).
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> import numpy as np
         >>> path = os.path.join(tempfile.mkdtemp(), "params.safetensors")
@@ -277,7 +277,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         FileNotFoundError: no file at ``path``.
         CheckpointError: not a regular file, or its header is not a safetensors header.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> import numpy as np
         >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")

@@ -1,7 +1,7 @@
 """Seeded experiments at scale: one pure function over a grid of settings and a list of seeds.
 
 ``sweep(fn, configs, seeds)`` calls ``fn(config, seed) -> {metric: value, ..., "history": [...]}``
-once per (configuration, seed) and returns a :class:`Results` table with one row per run, in the
+once per (configuration, seed) and returns a `Results` table with one row per run, in the
 runs' order (configurations outer, seeds inner) whichever executor ran them and in whatever order
 they finished. ``fn`` must draw all its randomness from ``funcnet.random.key(seed)``: then a row
 depends on nothing but its configuration and seed, and is the same, bit for bit, on every executor.
@@ -64,7 +64,7 @@ class SweepError(RuntimeError):
         message: what failed, with the run's traceback.
         results: the runs finished before the sweep stopped.
 
-    Example:
+    Examples:
         >>> def fails(config, seed):
         ...     raise ValueError("no")
         >>> try:
@@ -101,7 +101,7 @@ def grid(**axes: Any) -> list[dict[str, Any]]:
     Raises:
         TypeError: an axis is a set (its order is not stable).
 
-    Example:
+    Examples:
         >>> grid(hidden=[5, 10], lr=1.0)
         [{'hidden': 5, 'lr': 1.0}, {'hidden': 10, 'lr': 1.0}]
     """
@@ -140,7 +140,7 @@ def run_id(config: Mapping[str, Any], seed: int) -> str:
     Returns:
         The name of the run's record in ``out_dir`` (``<run>.json``) and its ``run`` column.
 
-    Example:
+    Examples:
         >>> run_id({"hidden": 5, "lr": 0.3}, 1)
         'dd3fafc01b321b94'
     """
@@ -263,7 +263,7 @@ def experiment_id(fn: Callable) -> str:
     Returns:
         The identity, as hex text.
 
-    Example:
+    Examples:
         >>> import functools
         >>> def experiment(config, seed, scale=1.0):
         ...     return {"loss": scale * seed}
@@ -467,14 +467,14 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
         executor: None (here, in order), a ``concurrent.futures.Executor`` (or anything whose
             ``submit`` returns a ``concurrent.futures.Future``) or a ``dask.distributed.Client``.
         out_dir: a folder that keeps every finished run (``<run>.json``); a rerun loads the
-            successful ones of the same experiment (see :func:`experiment_id`) instead of running them.
+            successful ones of the same experiment (see `experiment_id`) instead of running them.
         progress: a bar over runs (None: when stderr is a terminal).
-        fail_fast: stop with :class:`SweepError` at the first failed run.
+        fail_fast: stop with `SweepError` at the first failed run.
         retries: Dask's retries of a task that raised outside ``fn`` (a task whose worker died is
             rescheduled by the scheduler anyway, up to ``distributed.scheduler.allowed-failures``).
 
     Returns:
-        The :class:`Results`, rows in the runs' order (configurations outer, seeds inner). A
+        The `Results`, rows in the runs' order (configurations outer, seeds inner). A
         failed run is a row with status ``"error"``.
 
     Raises:
@@ -485,7 +485,7 @@ def sweep(fn: Experiment, configs: Sequence[Mapping[str, Any]] | Mapping[str, An
         TypeError: an executor that is none of the above; configuration values that are not JSON.
         OSError: ``out_dir`` cannot be written (the error names it).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from funcnet import random
         >>> def noisy(config, seed):
@@ -566,7 +566,7 @@ class Results:
         config_keys: which columns are the configuration's.
         skipped: how many runs were loaded from ``out_dir`` instead of run.
 
-    Example:
+    Examples:
         >>> table = Results([{"lr": 0.1, "seed": 0, "loss": 1.0, "status": "ok"},
         ...                  {"lr": 0.1, "seed": 1, "loss": 3.0, "status": "ok"}], config_keys=["lr"])
         >>> table.aggregate("loss")[0]["mean"], len(table.where(seed=1))
@@ -735,7 +735,7 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
 
 
 def __getattr__(name: str) -> Any:
-    """``spiral_experiment`` and ``SPIRAL_DEFAULTS`` moved to :mod:`funcnet.recipes`; the old names still work."""
+    """``spiral_experiment`` and ``SPIRAL_DEFAULTS`` moved to `funcnet.recipes`; the old names still work."""
     if name in ("spiral_experiment", "SPIRAL_DEFAULTS"):
         warnings.warn(f"funcnet.experiments.{name} moved to funcnet.recipes.{name}", DeprecationWarning,
                       stacklevel=2)

@@ -1,6 +1,6 @@
 """Gradient checking: a vjp against float64 central differences.
 
-Public, so users check their own layers and losses the way funcnet checks its own::
+Public, so users check their own layers and losses the way funcnet checks its own:
 
     worst = check_layer(layer, params, x)        # raises GradientCheckError when a leaf is off
 
@@ -29,7 +29,7 @@ class GradientCheckError(AssertionError):
 
     An ``AssertionError``, so a failed check inside a test reads as a failed assertion.
 
-    Example:
+    Examples:
         >>> raise GradientCheckError("gradient check failed at x: relative error 1 > 1e-06")
         Traceback (most recent call last):
         ...
@@ -79,7 +79,7 @@ def relative_error(numeric: Any, analytic: Any) -> float:
     Raises:
         GradientCheckError: the shapes differ.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
         0.0
@@ -125,7 +125,7 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
         GradientCheckError: naming the worst leaf when its error is above ``tol`` or NaN, a
             missing gradient, or a gradient of the wrong shape or number of leaves.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x = np.array([1.0, 2.0])
         >>> check_vjp(lambda x: x * x, lambda x: (x * x, lambda dy: 2 * x * dy), (x,), names=("x",))
@@ -205,7 +205,7 @@ def check_layer(layer: Any, params: Any, x: Any, *, rng: Any = None, eps: float 
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback (default 0).
-        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
+        atol: an absolute allowance per entry (see `check_vjp`), default 0.
 
     Returns:
         The worst relative error over the params' leaves and ``x``.
@@ -214,7 +214,7 @@ def check_layer(layer: Any, params: Any, x: Any, *, rng: Any = None, eps: float 
         GradientCheckError: naming the worst leaf (``params/W``, ``x``) above ``tol``.
         TypeError: an input that is not real (complex, strings).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import layers, random
         >>> layer = layers.Affine(2)
@@ -239,13 +239,13 @@ def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: 
     """Check a loss's vjp with respect to the logits in float64; returns the relative error.
 
     Args:
-        loss: a :class:`funcnet.losses.Loss`.
+        loss: a `funcnet.losses.Loss`.
         logits: the logits (floating); checked in float64.
         targets: the targets; integer labels stay integer, floating ones become float64.
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback.
-        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
+        atol: an absolute allowance per entry (see `check_vjp`), default 0.
 
     Returns:
         The relative error of the logits' gradient.
@@ -253,7 +253,7 @@ def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: 
     Raises:
         GradientCheckError: the error is above ``tol`` or NaN.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet.losses import softmax_cross_entropy
         >>> check_loss(softmax_cross_entropy, np.array([[1.0, 2.0, 0.5]]), np.array([1])) < 1e-6
@@ -274,7 +274,7 @@ def check_loss(loss: Any, logits: Any, targets: Any, *, eps: float = 1e-6, tol: 
 
 def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 1e-6,
                     seed: int = 0, atol: float = 0.0, **kwargs: Any) -> float:
-    """Check an :class:`funcnet.ops.Primitive` over its array arguments; extra kwargs are static.
+    """Check an `funcnet.ops.Primitive` over its array arguments; extra kwargs are static.
 
     Args:
         primitive: the primitive.
@@ -282,7 +282,7 @@ def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 
         eps: the central-difference step.
         tol: the largest relative error that passes.
         seed: the seed of the random cotangent fed to the pullback.
-        atol: an absolute allowance per entry (see :func:`check_vjp`), default 0.
+        atol: an absolute allowance per entry (see `check_vjp`), default 0.
         **kwargs: static arguments (``axis``, ``n``), passed to ``apply`` and ``vjp``.
 
     Returns:
@@ -292,7 +292,7 @@ def check_primitive(primitive: Any, *args: Any, eps: float = 1e-6, tol: float = 
         GradientCheckError: naming the argument (``arg0``, ...) whose error is above ``tol``.
         TypeError: an argument that is not a real array.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import ops
         >>> check_primitive(ops.sum, np.ones((2, 3)), axis=1) < 1e-6

@@ -1,10 +1,10 @@
 """Weight initialisers: ``init(key, shape, dtype) -> host NumPy array``.
 
-Every initialiser draws on the host with :mod:`funcnet.random` (in float64 for float64,
+Every initialiser draws on the host with `funcnet.random` (in float64 for float64,
 otherwise in float32, scaled, then cast), so the same key gives the same weights on every
 backend once the params are moved there.
 
-Example:
+Examples:
     >>> from funcnet import random
     >>> get("zeros")(random.key(0), (2, 3), "float32").shape
     (2, 3)
@@ -36,7 +36,7 @@ __all__ = [
 Initializer = Callable[[Any, tuple[int, ...], Any], np.ndarray]
 """The type of an initialiser: ``init(key, shape, dtype="float32") -> host NumPy array``.
 
-Example:
+Examples:
     >>> from funcnet import random
     >>> init: Initializer = normal(1.0)
     >>> init(random.key(0), (2,), "float64").dtype
@@ -59,12 +59,12 @@ def normal(stddev: float = 0.01) -> Initializer:
         stddev: the standard deviation, finite and >= 0.
 
     Returns:
-        An :data:`Initializer`; it raises ``TypeError`` for a dtype that is not floating.
+        An `Initializer`; it raises ``TypeError`` for a dtype that is not floating.
 
     Raises:
         ValueError: a negative or non-finite ``stddev``.
 
-    Example:
+    Examples:
         >>> from funcnet import random
         >>> w = normal(0.01)(random.key(0), (100, 100))
         >>> w.dtype, bool(abs(float(w.std()) - 0.01) < 1e-3)
@@ -91,9 +91,9 @@ def glorot_normal() -> Initializer:
     before them.
 
     Returns:
-        An :data:`Initializer` drawing normals of stddev ``sqrt(2 / (fan_in + fan_out))``.
+        An `Initializer` drawing normals of stddev ``sqrt(2 / (fan_in + fan_out))``.
 
-    Example:
+    Examples:
         >>> from funcnet import random
         >>> glorot_normal()(random.key(0), (784, 100)).shape
         (784, 100)
@@ -113,9 +113,9 @@ def he_normal() -> Initializer:
     before them.
 
     Returns:
-        An :data:`Initializer` drawing normals of stddev ``sqrt(2 / fan_in)``.
+        An `Initializer` drawing normals of stddev ``sqrt(2 / fan_in)``.
 
-    Example:
+    Examples:
         >>> from funcnet import random
         >>> he_normal()(random.key(0), (784, 100)).shape
         (784, 100)
@@ -135,9 +135,9 @@ def lecun_normal() -> Initializer:
     before them.
 
     Returns:
-        An :data:`Initializer` drawing normals of stddev ``sqrt(1 / fan_in)``.
+        An `Initializer` drawing normals of stddev ``sqrt(1 / fan_in)``.
 
-    Example:
+    Examples:
         >>> from funcnet import random
         >>> lecun_normal()(random.key(0), (784, 100)).shape
         (784, 100)
@@ -154,9 +154,9 @@ def zeros() -> Initializer:
     """All zeros (biases).
 
     Returns:
-        An :data:`Initializer` that ignores its key.
+        An `Initializer` that ignores its key.
 
-    Example:
+    Examples:
         >>> zeros()(None, (3,), "float64")
         array([0., 0., 0.])
     """
@@ -167,14 +167,14 @@ book = normal(0.01)
 """The book's ``0.01 * np.random.randn(...)`` (drawn from funcnet's keys, not NumPy's global state).
 
 Args:
-    key: a :mod:`funcnet.random` key.
+    key: a `funcnet.random` key.
     shape: the array's shape.
     dtype: its dtype (default float32).
 
 Returns:
     A host NumPy array of normals with stddev 0.01.
 
-Example:
+Examples:
     >>> from funcnet import random
     >>> book(random.key(0), (2, 2)).dtype
     dtype('float32')
@@ -190,7 +190,7 @@ BY_NAME: dict[str, Callable[[], Initializer]] = {
 }
 """The initialisers by name (a name to a function of no arguments returning one).
 
-Example:
+Examples:
     >>> sorted(BY_NAME)
     ['book', 'glorot', 'he', 'lecun', 'xavier', 'zeros']
 """
@@ -200,15 +200,15 @@ def get(init: str | Initializer) -> Initializer:
     """An initialiser from a name (``glorot``, ``he``, ``lecun``, ``book``, ``zeros``) or itself.
 
     Args:
-        init: a name from :data:`BY_NAME`, or an initialiser (any callable, returned as is).
+        init: a name from `BY_NAME`, or an initialiser (any callable, returned as is).
 
     Returns:
-        An :data:`Initializer`.
+        An `Initializer`.
 
     Raises:
         ValueError: an unknown name, listing the known ones.
 
-    Example:
+    Examples:
         >>> get("he") is not None
         True
         >>> get("uniform")

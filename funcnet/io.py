@@ -1,6 +1,6 @@
 """Files written whole or not at all, and files read only when they are regular files.
 
-:func:`write_atomic` writes to a short-named temporary file beside the destination, flushes
+`write_atomic` writes to a short-named temporary file beside the destination, flushes
 and fsyncs it, renames it over the destination and fsyncs the folder: a reader (or a process
 restarted after a crash) sees the old file or the new one, never a torn one. A symbolic link is
 written through: its target gets the new content, the link stays. Anything that is not a
@@ -45,7 +45,7 @@ def file_kind(mode: int) -> str | None:
         ``"a folder"``, ``"a FIFO (named pipe)"``, ``"a character device"``, ... or None when
         ``mode`` is a regular file's.
 
-    Example:
+    Examples:
         >>> import os, stat, tempfile
         >>> file_kind(os.stat(tempfile.gettempdir()).st_mode)
         'a folder'
@@ -77,7 +77,7 @@ def write_atomic(path: str | os.PathLike[str], chunks: bytes | Iterable[Any], *,
         ValueError: ``path`` is a FIFO, a device, a socket or another non-regular file.
         OSError: writing failed; the old file, if any, is untouched and no temporary file is left.
 
-    Example:
+    Examples:
         >>> import os, tempfile
         >>> folder = tempfile.mkdtemp()
         >>> write_atomic(os.path.join(folder, "notes.txt"), [b"hello, ", b"world\\n"])

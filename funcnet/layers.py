@@ -1,6 +1,6 @@
 """Layers: pure ``(init, apply, vjp)`` triples over pytrees of params.
 
-The contract, stated once::
+The contract, stated once:
 
     init(key, in_shape, dtype="float32") -> (out_shape, params)   # shapes per example, host NumPy params
     apply(params, x, *, rng=None)        -> y                      # inference, nothing kept
@@ -8,10 +8,10 @@ The contract, stated once::
     pullback(dy)                         -> (dparams, dx)          # dparams has params' structure
 
 ``rng=None`` means deterministic (evaluation); a key means training randomness (Dropout).
-Params are dicts of named arrays (``{"W", "b"}``), tuples for :func:`serial`, ``()`` when a
+Params are dicts of named arrays (``{"W", "b"}``), tuples for `serial`, ``()`` when a
 layer has none. Nothing a caller passed in or got back is ever written to, and a layer's
 outputs and gradients never share memory with its inputs, params or ``dy`` (primitives in
-:mod:`funcnet.ops` may hand back a cotangent they were given: sharing is safe when nothing writes).
+`funcnet.ops` may hand back a cotangent they were given: sharing is safe when nothing writes).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Layer(NamedTuple):
         init: ``init(key, in_shape, dtype="float32") -> (out_shape, params)``.
         apply: ``apply(params, x, *, rng=None) -> y``.
         vjp: ``vjp(params, x, *, rng=None) -> (y, pullback)``.
-        stochastic: whether ``apply``/``vjp`` may read ``rng``. False lets :func:`serial` and the
+        stochastic: whether ``apply``/``vjp`` may read ``rng``. False lets `serial` and the
             training step skip deriving keys (a few microseconds a step). True by default, so a
             user's layer that draws from ``rng`` gets a key without having to say so.
         skips_input_grad: whether ``pullback(dy, input_grad=False)`` is accepted (it then returns
@@ -44,7 +44,7 @@ class Layer(NamedTuple):
             that specialises on it (the NumPy step plans); None for users' layers.
         sublayers: the layers a combinator is made of (``serial``'s, in order); ``()`` otherwise.
 
-    Example:
+    Examples:
         >>> import funcnet as fn
         >>> layer = fn.Affine(3)
         >>> layer.stochastic, layer.skips_input_grad, layer.kind
@@ -77,7 +77,7 @@ def deterministic(layer: Layer) -> Layer:
 def layer_from_vjp(init: Callable[..., tuple[tuple[int, ...], Any]],
                    vjp: Callable[..., tuple[Any, Callable[..., tuple[Any, Any]]]], *,
                    stochastic: bool = True, skips_input_grad: bool = False) -> Layer:
-    """A :class:`Layer` from ``init`` and ``vjp`` alone: ``apply`` is the vjp's output.
+    """A `Layer` from ``init`` and ``vjp`` alone: ``apply`` is the vjp's output.
 
     For users' own layers: write the forward pass once, in ``vjp``, with a hand-written pullback.
     The derived ``apply`` builds the pullback closure and drops it (cheap: nothing is computed
@@ -86,7 +86,7 @@ def layer_from_vjp(init: Callable[..., tuple[tuple[int, ...], Any]],
     Args:
         init: ``init(key, in_shape, dtype="float32") -> (out_shape, params)``.
         vjp: ``vjp(params, x, *, rng=None) -> (y, pullback)``, ``pullback(dy) -> (dparams, dx)``.
-        stochastic: whether ``vjp`` reads ``rng`` (see :class:`Layer`).
+        stochastic: whether ``vjp`` reads ``rng`` (see `Layer`).
         skips_input_grad: whether the pullback accepts ``input_grad=False``.
 
     Returns:
@@ -95,7 +95,7 @@ def layer_from_vjp(init: Callable[..., tuple[tuple[int, ...], Any]],
     Raises:
         TypeError: ``init`` or ``vjp`` is not callable.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import layers
         >>> def init(key, in_shape, dtype="float32"):
@@ -287,17 +287,17 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
 
 
 def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None) -> Layer:
-    """A parameter-free, deterministic layer from a one-argument primitive of :mod:`funcnet.ops`.
+    """A parameter-free, deterministic layer from a one-argument primitive of `funcnet.ops`.
 
     Args:
-        primitive: an ``(fn, fn_vjp)`` pair such as :data:`funcnet.ops.tanh`.
+        primitive: an ``(fn, fn_vjp)`` pair such as `funcnet.ops.tanh`.
         name: the layer's name in error messages.
-        kind: the built-in kind it is (see :class:`Layer`); leave None for your own.
+        kind: the built-in kind it is (see `Layer`); leave None for your own.
 
     Returns:
         The layer (no params).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import layers, ops
         >>> layers.elementwise(ops.relu, "MyReLU").apply((), np.array([[-1.0, 2.0]]))
@@ -326,7 +326,7 @@ def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None)
 
 
 def Sigmoid() -> Layer:
-    """The logistic function, overflow-free (see :data:`funcnet.ops.sigmoid`)."""
+    """The logistic function, overflow-free (see `funcnet.ops.sigmoid`)."""
     return elementwise(ops.sigmoid, "Sigmoid", kind="sigmoid")
 
 

@@ -1,6 +1,6 @@
 """Losses: pure ``(value, vjp)`` pairs.
 
-The contract, stated once::
+The contract, stated once:
 
     value(logits, targets)  -> scalar (mean over the batch)
     vjp(logits, targets)    -> (scalar, pullback);  pullback(dloss=1.0) -> dlogits
@@ -9,7 +9,7 @@ Shape and dtype checks are Python on shapes and run on every call. Checks that n
 (labels in range, rows of probabilities) run on concrete arrays only, never under ``jax.jit``
 (a traced value cannot be read, so cannot raise): ``value`` runs them all; ``vjp`` runs the
 label range check alone (one reduction over the labels: an out-of-range label would otherwise
-give a silent all-zero one-hot row); :func:`validate_targets` runs them once for a whole data
+give a silent all-zero one-hot row); `validate_targets` runs them once for a whole data
 set, at ``fit``'s start, which is also the only check a jitted jax step gets.
 """
 
@@ -46,7 +46,7 @@ class Loss(NamedTuple):
         vjp: ``vjp(logits, targets) -> (scalar, pullback)`` with ``pullback(dloss=1.0) ->
             dlogits`` of the logits' shape.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> def value(y, t):
         ...     return np.mean(np.abs(y - t))
@@ -222,9 +222,9 @@ Raises:
         ``vjp``), or one-hot / probability rows that are not distributions (``value``) -- on
         concrete arrays. Under ``jax.jit`` no value can be read: an out-of-range label there
         is an all-zero row (a loss of 0 for it), so check targets first, as ``fit`` does
-        with :func:`validate_targets`.
+        with `validate_targets`.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
     >>> round(float(softmax_cross_entropy.value(logits, np.array([0, 1]))), 6)
@@ -240,9 +240,9 @@ Example:
 """
 
 SoftmaxWithLoss = softmax_cross_entropy
-"""The book's name for :data:`softmax_cross_entropy` (the same object).
+"""The book's name for `softmax_cross_entropy` (the same object).
 
-Example:
+Examples:
     >>> SoftmaxWithLoss is softmax_cross_entropy
     True
 """
@@ -288,7 +288,7 @@ book_softmax_cross_entropy = Loss(_book_value, _book_vjp)
 """The book's ``-log(y + 1e-7)`` cross-entropy, kept only for reproducing the book's numbers.
 
 It caps every example's loss near 16 and its gradient is that of the exact loss (the book's
-backward ignores the ``1e-7``). Prefer :data:`softmax_cross_entropy`. One-hot targets are
+backward ignores the ``1e-7``). Prefer `softmax_cross_entropy`. One-hot targets are
 turned into labels by their arg-max, as in the book.
 
 Args:
@@ -300,11 +300,11 @@ Returns:
     giving ``dloss * (softmax(logits) - onehot) / N``.
 
 Raises:
-    TypeError: as :data:`softmax_cross_entropy`.
-    ValueError: as :data:`softmax_cross_entropy` (labels out of range in ``value`` and
+    TypeError: as `softmax_cross_entropy`.
+    ValueError: as `softmax_cross_entropy` (labels out of range in ``value`` and
         ``vjp``; rows that are not distributions in ``value``), on concrete arrays.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> float(book_softmax_cross_entropy.value(np.array([[0.0, 1000.0]]), np.array([0])))
     16.11809565095832
@@ -373,16 +373,16 @@ Raises:
     ValueError: targets of another shape, an empty batch, or (``value``, on concrete arrays)
         targets outside [0, 1] or NaN.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> round(float(sigmoid_binary_cross_entropy.value(np.array([[0.0], [2.0]]), np.array([[1.0], [1.0]]))), 6)
     0.410038
 """
 
 SigmoidWithLoss = sigmoid_binary_cross_entropy
-"""The book's name for :data:`sigmoid_binary_cross_entropy` (the same object).
+"""The book's name for `sigmoid_binary_cross_entropy` (the same object).
 
-Example:
+Examples:
     >>> SigmoidWithLoss is sigmoid_binary_cross_entropy
     True
 """
@@ -420,7 +420,7 @@ Raises:
     TypeError: predictions that are not floating, complex targets.
     ValueError: targets of another shape, an empty batch.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> float(mean_squared_error.value(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]])))
     2.5
@@ -436,7 +436,7 @@ def validate_targets(loss: Loss, targets: Any, out_shape: tuple[int, ...]) -> No
     where they are checked for it.
 
     Args:
-        loss: the :class:`Loss` the targets are for.
+        loss: the `Loss` the targets are for.
         targets: the whole target array of a data set.
         out_shape: the model's per-example output shape (``(C,)`` for C classes).
 
@@ -448,7 +448,7 @@ def validate_targets(loss: Loss, targets: Any, out_shape: tuple[int, ...]) -> No
         ValueError: as the loss's ``value`` (labels out of range, rows that are not
             distributions, shapes that do not fit, an empty batch), or 0-d targets.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> validate_targets(softmax_cross_entropy, np.array([0, 2, 1]), (3,))
         >>> validate_targets(softmax_cross_entropy, np.array([[2.0, -1.0, 0.0]]), (3,))

@@ -8,7 +8,7 @@ from funcnet.layers import Affine, Layer, Sigmoid, serial
 def TwoLayerNet(input_size: int, hidden_size: int, output_size: int) -> Layer:
     """The seed's net: Affine, Sigmoid, Affine, with the book's ``0.01 * randn`` weights and zero biases.
 
-    Train it on logits with :data:`funcnet.losses.softmax_cross_entropy` (the book's
+    Train it on logits with `funcnet.losses.softmax_cross_entropy` (the book's
     SoftmaxWithLoss). ``init(key, (input_size,))`` gives ``((output_size,), params)``.
     """
     net = serial(Affine(hidden_size, w_init="book"), Sigmoid(), Affine(output_size, w_init="book"))

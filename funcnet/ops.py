@@ -1,6 +1,6 @@
 """Differentiable primitives: the nodes of the seed's computational graphs.
 
-Every primitive is a ``Primitive(apply, vjp)``::
+Every primitive is a ``Primitive(apply, vjp)``:
 
     apply(*args)            -> out
     vjp(*args)              -> (out, pullback)
@@ -8,9 +8,9 @@ Every primitive is a ``Primitive(apply, vjp)``::
 
 Broadcasting is the seed's Repeat node in disguise, so the backward rule of a broadcasting
 ``add``/``multiply`` is its dual, Sum: the incoming gradient is summed back to each operand's
-shape (:func:`unbroadcast`).
+shape (`unbroadcast`).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> z, pullback = multiply.vjp(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
     >>> z, pullback(np.ones(2))
@@ -60,7 +60,7 @@ class Primitive(NamedTuple):
         vjp: ``vjp(*args, **static) -> (out, pullback)``; ``pullback(d_out)`` returns one
             cotangent per array argument (a tuple when there are several).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> cube = Primitive(lambda x: x ** 3, lambda x: (x ** 3, lambda dy: dy * 3 * x ** 2))
         >>> y, pullback = cube.vjp(np.array([2.0]))
@@ -88,7 +88,7 @@ def unbroadcast(g: Any, shape: tuple[int, ...]) -> Any:
     Returns:
         ``g`` itself when the shapes agree, otherwise a new array of shape ``shape``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> unbroadcast(np.ones((2, 3)), (3,))
         array([2., 2., 2.])
@@ -149,7 +149,7 @@ Returns:
 Raises:
     ValueError: shapes that do not broadcast, naming both.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> z, pullback = add.vjp(np.zeros((2, 3)), np.zeros(3))
     >>> pullback(np.ones((2, 3)))[1]
@@ -183,7 +183,7 @@ Returns:
 Raises:
     ValueError: shapes that do not broadcast, naming both.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> z, pullback = subtract.vjp(np.array([3.0]), np.array([1.0]))
     >>> z, pullback(np.array([1.0]))
@@ -217,7 +217,7 @@ Returns:
 Raises:
     ValueError: shapes that do not broadcast, naming both.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> multiply.apply(np.array([[1, 2], [3, 4]]), 10)
     array([[10, 20],
@@ -256,7 +256,7 @@ Returns:
 Raises:
     ValueError: arrays that are not 2-d or whose inner sizes differ, naming both shapes.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> matmul.apply(np.array([[1, 2], [3, 4]]), np.array([[5, 6], [7, 8]]))
     array([[19, 22],
@@ -297,7 +297,7 @@ Returns:
 Raises:
     ValueError: (from the pullback) a number of cotangents other than ``n``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> outs, pullback = branch.vjp(np.array([1.0]), n=3)
     >>> len(outs), pullback((np.array([1.0]), np.array([2.0]), np.array([3.0])))
@@ -332,7 +332,7 @@ Returns:
     ``apply``: ``x`` with ``n`` times as many entries along ``axis``; ``vjp``:
     ``(y, pullback)`` with ``pullback(dy)`` summing each group of ``n`` copies.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = repeat.vjp(np.array([[1.0, 2.0]]), 3, axis=0)
     >>> y.shape, pullback(np.ones((3, 2)))
@@ -371,7 +371,7 @@ Returns:
     ``apply``: the sum; ``vjp``: ``(y, pullback)`` with ``pullback(dy)`` a fresh array of
     ``x``'s shape.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = sum.vjp(np.ones((2, 3)), axis=1)
     >>> y, pullback(np.array([1.0, 2.0]))
@@ -400,7 +400,7 @@ Args:
 Returns:
     ``apply``: ``x * x``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> 2 x dy``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = square.vjp(np.array([3.0]))
     >>> y, pullback(np.array([1.0]))
@@ -426,7 +426,7 @@ Args:
 Returns:
     ``apply``: ``exp(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> y dy``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> exp.apply(np.array([0.0]))
     array([1.])
@@ -450,7 +450,7 @@ Args:
 Returns:
     ``apply``: ``log(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> dy / x``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = log.vjp(np.array([1.0, 4.0]))
     >>> y[0], pullback(np.ones(2))
@@ -519,7 +519,7 @@ Returns:
     ``apply``: ``sigmoid(x)``; ``vjp``: ``(y, pullback)`` with
     ``pullback(dy) -> dy y (1 - y)``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> sigmoid.apply(np.array([-1000.0, 0.0, 1000.0]))  # far out: the smallest normal, 1
     array([2.22507386e-308, 5.00000000e-001, 1.00000000e+000])
@@ -544,7 +544,7 @@ Args:
 Returns:
     ``apply``: ``tanh(x)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy) -> dy (1 - y^2)``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = tanh.vjp(np.array([0.0]))
     >>> y, pullback(np.array([2.0]))
@@ -572,7 +572,7 @@ Returns:
     ``apply``: ``max(x, 0)``; ``vjp``: ``(y, pullback)`` with ``pullback(dy)`` equal to
     ``dy`` where ``x > 0`` and 0 elsewhere (0 at the kink).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> y, pullback = relu.vjp(np.array([-1.0, 0.0, 2.0]))
     >>> y, pullback(np.array([5.0, 5.0, 5.0]))
@@ -606,7 +606,7 @@ Args:
 Returns:
     ``apply``: rows of probabilities, finite for finite ``x``; ``vjp``: ``(y, pullback)``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> softmax.apply(np.array([[0.0, 0.0], [1000.0, 0.0]]))
     array([[0.5, 0.5],
@@ -634,7 +634,7 @@ def shifted_by_max(xp: Any, x: Any, axis: int = -1) -> Any:
     Returns:
         An array of ``x``'s shape and dtype, every entry in ``[-largest, 0]`` for finite ``x``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> shifted_by_max(np, np.array([[1.0, 3.0, 2.0]]))
         array([[-2.,  0., -1.]])
@@ -674,7 +674,7 @@ def _log_softmax_vjp(x: Any, axis: int = -1):
 log_softmax = Primitive(_log_softmax, _log_softmax_vjp)
 """``log(softmax(x))`` via log-sum-exp: finite for any finite logits.
 
-The shift is :func:`shifted_by_max`, so an entry further than the dtype's largest number
+The shift is `shifted_by_max`, so an entry further than the dtype's largest number
 below its row's maximum is that number negated, not ``-inf``.
 
 Args:
@@ -685,7 +685,7 @@ Returns:
     ``apply``: ``x - logsumexp(x)`` along ``axis``; ``vjp``: ``(y, pullback)`` with
     ``pullback(dy) -> dy - softmax(x) sum(dy)``.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> log_softmax.apply(np.array([[1000.0, 1000.0]]))
     array([[-0.69314718, -0.69314718]])
@@ -711,7 +711,7 @@ PRIMITIVES: dict[str, Primitive] = {
 }
 """Every primitive by name (the tests walk it to check each vjp).
 
-Example:
+Examples:
     >>> sorted(PRIMITIVES)[:4]
     ['add', 'branch', 'exp', 'log']
 """

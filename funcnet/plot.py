@@ -1,6 +1,6 @@
 """Plots of the seed (matplotlib, imported only when a plot is made).
 
-Every function draws on its own :class:`matplotlib.figure.Figure` with an Agg canvas, saves a
+Every function draws on its own `matplotlib.figure.Figure` with an Agg canvas, saves a
 PNG when given ``path`` and returns the Figure. matplotlib's global backend is never switched
 and pyplot is never imported unless a window is asked for (``show=True``). Inputs may be arrays
 of any backend (NumPy, cupy, jax, array_api_strict): they are copied to the host first.
@@ -33,7 +33,7 @@ def subplots(show: bool = False, figsize: tuple[float, float] = (6.0, 4.0)) -> t
     Returns:
         ``(figure, axes)``.
 
-    Example:
+    Examples:
         >>> fig, ax = subplots(figsize=(3, 2))
         >>> type(fig).__name__, type(fig.canvas).__name__
         ('Figure', 'FigureCanvasAgg')
@@ -51,7 +51,7 @@ def subplots(show: bool = False, figsize: tuple[float, float] = (6.0, 4.0)) -> t
 
 
 class _Headless:
-    """What :func:`pyplot` hands out when no window is asked for: ``subplots`` on a bare Figure."""
+    """What `pyplot` hands out when no window is asked for: ``subplots`` on a bare Figure."""
 
     @staticmethod
     def subplots(figsize: tuple[float, float] = (6.0, 4.0), **kwargs: Any) -> tuple[Any, Any]:
@@ -64,7 +64,7 @@ def pyplot(show: bool) -> Any:
     """``matplotlib.pyplot`` when a window is asked for, otherwise a headless stand-in.
 
     The stand-in has ``subplots(figsize=...)`` only, which makes a bare Figure on an Agg canvas:
-    the global backend is never switched (use :func:`subplots` in new code).
+    the global backend is never switched (use `subplots` in new code).
 
     Args:
         show: whether a window is asked for.
@@ -72,7 +72,7 @@ def pyplot(show: bool) -> Any:
     Returns:
         pyplot, or an object with pyplot's ``subplots(figsize=...)``.
 
-    Example:
+    Examples:
         >>> fig, ax = pyplot(False).subplots(figsize=(3, 2))
         >>> type(fig.canvas).__name__
         'FigureCanvasAgg'
@@ -88,7 +88,7 @@ def finish(plt: Any, fig: Any, path: str | Path | None, show: bool) -> Any:
     """Lay out ``fig``, save it to ``path`` (folders made) and show it when asked.
 
     Args:
-        plt: what :func:`pyplot` returned (only used when ``show``).
+        plt: what `pyplot` returned (only used when ``show``).
         fig: the figure.
         path: where to save a PNG (None: not saved).
         show: show the figure in a window (pyplot's ``show``).
@@ -96,7 +96,7 @@ def finish(plt: Any, fig: Any, path: str | Path | None, show: bool) -> Any:
     Returns:
         ``fig``.
 
-    Example:
+    Examples:
         >>> fig, _ = subplots()
         >>> finish(None, fig, None, False) is fig
         True
@@ -131,7 +131,7 @@ def loss_curve(losses: Sequence[float], *, eval_interval: int = 1, ylim: tuple[f
     Returns:
         The Figure.
 
-    Example:
+    Examples:
         >>> fig = loss_curve([1.0, 0.5, 0.25], eval_interval=10)
         >>> fig.axes[0].lines[0].get_xdata().tolist()
         [10, 20, 30]
@@ -170,7 +170,7 @@ def scatter(x: Any, t: Any, *, path: str | Path | None = None, show: bool = Fals
     Returns:
         The Figure, or None when drawn on a given ``ax``.
 
-    Example:
+    Examples:
         >>> fig = scatter(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([0, 1]))
         >>> len(fig.axes[0].collections)
         2
@@ -206,7 +206,7 @@ def decision_boundary(predict: Any, x: Any, t: Any, *, resolution: int = 300, pa
     Returns:
         The Figure.
 
-    Example:
+    Examples:
         >>> x = np.array([[-1.0, 0.0], [1.0, 0.0]])
         >>> fig = decision_boundary(lambda g: np.stack([-g[:, 0], g[:, 0]], axis=1), x, np.array([0, 1]),
         ...                         resolution=20)

@@ -3,15 +3,15 @@
 A key is a ``uint32`` array of shape ``(2,)`` (the layout of a raw ``jax.random`` key), an
 immutable value that can be stored in a checkpoint. The same key always gives the same numbers.
 
-* :func:`split` and :func:`fold_in` are a splitmix64 hash of the key. A host (NumPy) key is
+* `split` and `fold_in` are a splitmix64 hash of the key. A host (NumPy) key is
   hashed with Python integers; a key on a device backend (jax, also traced inside ``jax.jit``,
   cupy, array_api_strict) with the same recipe written in ``uint32`` Array API operations, so
   one key gives the same keys on every backend.
-* :func:`bernoulli` (Dropout's masks) is counter-based: element ``i`` of the mask is a
+* `bernoulli` (Dropout's masks) is counter-based: element ``i`` of the mask is a
   Threefry-2x32 (20 rounds) hash of the key and ``i``, compared with an integer threshold. It
   runs on the arrays' own backend (on the device, traced under ``jax.jit``), and one key gives
   the same mask, bit for bit, on every backend, device and batch size.
-* :func:`normal`, :func:`uniform` and :func:`permutation` draw on the host from a Philox
+* `normal`, `uniform` and `permutation` draw on the host from a Philox
   generator keyed by the key (initial params: fixed recipes, independent of NumPy's global
   state, moved afterwards). Given a jax key they use ``jax.random`` instead, whose numbers
   differ from the host recipe.
@@ -173,7 +173,7 @@ def _xorshift64(hi: Any, lo: Any, s: int) -> tuple[Any, Any]:
 
 
 def _mix64_lanes(hi: Any, lo: Any) -> tuple[Any, Any]:
-    """:func:`_mix64` on (hi, lo) uint32 lanes."""
+    """`_mix64` on (hi, lo) uint32 lanes."""
     hi, lo = _mul64_const(*_xorshift64(hi, lo, 30), _MIX1)
     hi, lo = _mul64_const(*_xorshift64(hi, lo, 27), _MIX2)
     return _xorshift64(hi, lo, 31)
@@ -287,7 +287,7 @@ def key(seed: int) -> np.ndarray:
         TypeError: ``seed`` is not an int.
         ValueError: ``seed`` is out of range.
 
-    Example:
+    Examples:
         >>> key(42)
         array([ 0, 42], dtype=uint32)
     """
@@ -316,7 +316,7 @@ def split(key: Key, n: int = 2) -> Any:
         TypeError: ``key`` is not a uint32 pair, or ``n`` is not an int.
         ValueError: ``n`` is negative.
 
-    Example:
+    Examples:
         >>> first, second = split(key(0))
         >>> bool((split(key(0), 3)[1] == second).all())
         True
@@ -344,7 +344,7 @@ def fold_in(key: Key, data: Any) -> Any:
     Raises:
         TypeError: ``key`` is not a uint32 pair, or ``data`` is not an integer.
 
-    Example:
+    Examples:
         >>> fold_in(key(0), 1).tolist() == fold_in(key(0), 1).tolist() != fold_in(key(0), 2).tolist()
         True
     """
@@ -385,7 +385,7 @@ def normal(key: Key, shape: tuple[int, ...], dtype: Any = "float32", xp: ModuleT
     Raises:
         TypeError: a bad key, shape or a non-floating dtype.
 
-    Example:
+    Examples:
         >>> normal(key(0), (2, 3)).shape
         (2, 3)
     """
@@ -417,7 +417,7 @@ def uniform(key: Key, shape: tuple[int, ...], dtype: Any = "float32", minval: fl
     Raises:
         TypeError: a bad key, shape or a non-floating dtype.
 
-    Example:
+    Examples:
         >>> u = uniform(key(0), (1000,), minval=-1.0, maxval=1.0)
         >>> bool(u.min() >= -1.0 and u.max() < 1.0)
         True
@@ -459,7 +459,7 @@ def bernoulli(key: Key, p: float, shape: tuple[int, ...], xp: ModuleType | None 
         TypeError: a bad key or shape.
         ValueError: ``p`` outside ``[0, 1]``, or a shape too large.
 
-    Example:
+    Examples:
         >>> bernoulli(key(0), 0.5, (2, 4)).tolist()  # the same on numpy, jax, cupy, array_api_strict
         [[True, False, True, False], [True, False, False, True]]
     """
@@ -500,7 +500,7 @@ def permutation(key: Key, n: int, xp: ModuleType | None = None) -> Any:
         TypeError: a bad key or a non-int ``n``.
         ValueError: ``n`` is negative.
 
-    Example:
+    Examples:
         >>> sorted(permutation(key(0), 5).tolist())
         [0, 1, 2, 3, 4]
     """

@@ -1,8 +1,8 @@
-"""Ready-made experiments for :func:`funcnet.experiments.sweep`: the seed's runs as pure functions.
+"""Ready-made experiments for `funcnet.experiments.sweep`: the seed's runs as pure functions.
 
 An experiment is ``fn(config, seed) -> {metric: value, ..., "history": [...]}`` drawing all its
-randomness from ``funcnet.random.key(seed)``. :func:`spiral_experiment` is the seed's model on the
-spiral data set, with the settings of :data:`SPIRAL_DEFAULTS`.
+randomness from ``funcnet.random.key(seed)``. `spiral_experiment` is the seed's model on the
+spiral data set, with the settings of `SPIRAL_DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from funcnet.models import TwoLayerNet
 __all__ = ["SPIRAL_DEFAULTS", "spiral_experiment"]
 
 SPIRAL_DEFAULTS: dict[str, Any] = {"hidden": 10, "lr": 1.0, "epochs": 300, "batch_size": 30, "eval_interval": 10}
-"""The settings of :func:`spiral_experiment` and their defaults (the book's run)."""
+"""The settings of `spiral_experiment` and their defaults (the book's run)."""
 
 
 def spiral_experiment(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The seed's run: TwoLayerNet(2, hidden, 3) and SGD(lr) on the spiral, from ``random.key(seed)``.
 
     Args:
-        config: any of the settings of :data:`SPIRAL_DEFAULTS` (``hidden``, ``lr``, ``epochs``,
+        config: any of the settings of `SPIRAL_DEFAULTS` (``hidden``, ``lr``, ``epochs``,
             ``batch_size``, ``eval_interval``); the others keep their defaults.
         seed: the run's seed: initial params and every epoch's shuffle come from it.
 
@@ -33,10 +33,10 @@ def spiral_experiment(config: Mapping[str, Any], seed: int) -> dict[str, Any]:
         ``{"loss": final loss on the data, "accuracy": ..., "history": [mean loss per record]}``.
 
     Raises:
-        ValueError: a setting that is not one of :data:`SPIRAL_DEFAULTS`.
+        ValueError: a setting that is not one of `SPIRAL_DEFAULTS`.
         KeyboardInterrupt: Ctrl-C during training (a run cut short is never returned as a result).
 
-    Example:
+    Examples:
         >>> out = spiral_experiment({"epochs": 1}, seed=0)
         >>> sorted(out), len(out["history"])
         (['accuracy', 'history', 'loss'], 1)

@@ -1,13 +1,13 @@
 """Learning-rate schedules: pure functions of the step count.
 
-The contract, stated once::
+The contract, stated once:
 
     schedule(count) -> learning rate
 
 ``count`` is the optimizer's step count before the update (0 for the first step): a Python
 int (the optimizers pass one on NumPy) or a 0-d integer array, traced under ``jax.jit``. A
 Python int gives a Python float; an array gives a float32 0-d array of the count's own backend
-(:func:`constant` gives its Python float), so no float64 scalar reaches float32 params (the
+(`constant` gives its Python float), so no float64 scalar reaches float32 params (the
 optimizers cast it to the params' dtype).
 Arguments are checked when a schedule is built, so the schedules here never go negative; a
 growing one (``decay_rate > 1``) overflows to ``inf`` on every backend, which the optimizers

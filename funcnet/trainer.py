@@ -1,13 +1,13 @@
 """``Trainer``: the book's three lines, as a thin imperative shell over the pure core.
 
-::
+:
 
     trainer = Trainer(model, optimizer)
     trainer.fit(x, t, max_epoch, batch_size, eval_interval=10)
     trainer.plot()
 
-It keeps the last :class:`~funcnet.train.TrainState` and the loss list; every step it takes is
-a :class:`~funcnet.train.TrainStep` run by :func:`funcnet.train.fit`.
+It keeps the last `TrainState` and the loss list; every step it takes is
+a `TrainStep` run by `funcnet.train.fit`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Trainer:
     Raises:
         TypeError: a constructor was passed instead of a model or optimizer, or they are swapped.
 
-    Example:
+    Examples:
         >>> import funcnet as fn
         >>> x, t = fn.datasets.spiral.load_data()
         >>> trainer = fn.Trainer(fn.TwoLayerNet(2, 10, 3), fn.optim.sgd(1.0))
@@ -91,7 +91,7 @@ class Trainer:
         """Train ``max_epoch`` more epochs (the book's signature); prints the book's log line.
 
         Ctrl-C keeps the last complete state and loss list here, then re-raises the
-        :class:`~funcnet.train.TrainingInterrupted`.
+        `TrainingInterrupted`.
 
         Args:
             x: inputs.
@@ -107,7 +107,7 @@ class Trainer:
             self.
 
         Raises:
-            NonFiniteLossError, TrainingInterrupted: see :func:`funcnet.train.fit`; the state kept
+            NonFiniteLossError, TrainingInterrupted: see `funcnet.train.fit`; the state kept
                 here is the one they carry.
         """
         if self.state is None:
@@ -166,7 +166,7 @@ class Trainer:
 
         Args:
             path: the file.
-            **kwargs: passed to :func:`funcnet.checkpoint.save` (``dtype``, ``metadata``).
+            **kwargs: passed to `funcnet.checkpoint.save` (``dtype``, ``metadata``).
 
         Raises:
             RuntimeError: nothing trained yet.
@@ -178,10 +178,10 @@ class Trainer:
         checkpoint.save(path, state, metadata=meta, **kwargs)
 
     def load(self, path: str | Path) -> train.TrainState:
-        """Restore what :meth:`save` wrote: the state, the loss list and the epoch count.
+        """Restore what `save` wrote: the state, the loss list and the epoch count.
 
         Args:
-            path: a file written by :meth:`save` with the same model and optimizer.
+            path: a file written by `save` with the same model and optimizer.
 
         Returns:
             The restored state (also kept as ``self.state``).

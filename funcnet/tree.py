@@ -51,7 +51,7 @@ def map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
     Returns:
         A tree of ``tree``'s structure holding ``fn``'s results.
 
-    Example:
+    Examples:
         >>> map(lambda x, y: x + y, {"a": 1, "b": (2,)}, {"a": 10, "b": (20,)})
         {'a': 11, 'b': (22,)}
     """
@@ -67,7 +67,7 @@ def leaves(tree: Tree) -> list[Any]:
     Returns:
         The leaves, dict keys sorted.
 
-    Example:
+    Examples:
         >>> leaves({"b": 2, "a": (1, None)})
         [1, 2]
     """
@@ -75,7 +75,7 @@ def leaves(tree: Tree) -> list[Any]:
 
 
 def flatten(tree: Tree) -> tuple[list[Any], PyTreeSpec]:
-    """``(leaves, spec)``; :func:`unflatten` inverts it.
+    """``(leaves, spec)``; `unflatten` inverts it.
 
     Args:
         tree: a tree.
@@ -83,7 +83,7 @@ def flatten(tree: Tree) -> tuple[list[Any], PyTreeSpec]:
     Returns:
         The leaves and the tree's structure.
 
-    Example:
+    Examples:
         >>> leaves_, spec = flatten({"a": 1, "b": 2})
         >>> leaves_, unflatten(spec, [3, 4])
         ([1, 2], {'a': 3, 'b': 4})
@@ -101,7 +101,7 @@ def flatten_like(spec: PyTreeSpec, tree: Tree) -> list[Any] | None:
     Returns:
         The leaves, or None when ``tree`` does not have structure ``spec``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> spec = structure({"W": np.ones(2)})
         >>> flatten_like(spec, {"W": np.zeros(2)})[0].tolist(), flatten_like(spec, {"V": np.zeros(2)})
@@ -128,7 +128,7 @@ def any_leaf(tree: Tree) -> Any:
     Returns:
         Its first array leaf (or the first leaf optree finds), None for an empty tree.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> any_leaf(((), {"W": np.ones(2)})).shape
         (2,)
@@ -155,13 +155,13 @@ def unflatten(spec: PyTreeSpec, leaves_: list[Any]) -> Tree:
     """The tree of ``spec`` with ``leaves_`` in its leaf slots.
 
     Args:
-        spec: a structure from :func:`flatten` or :func:`structure`.
+        spec: a structure from `flatten` or `structure`.
         leaves_: as many leaves as ``spec`` has.
 
     Returns:
         The tree.
 
-    Example:
+    Examples:
         >>> unflatten(structure((1, [2])), ["a", "b"])
         ('a', ['b'])
     """
@@ -177,7 +177,7 @@ def structure(tree: Tree) -> PyTreeSpec:
     Returns:
         Its structure (an optree ``PyTreeSpec``).
 
-    Example:
+    Examples:
         >>> structure({"a": 1}) == structure({"a": 2.0})
         True
     """
@@ -193,7 +193,7 @@ def path_str(path: tuple[Any, ...]) -> str:
     Returns:
         The entries joined by ``/``; ``<root>`` for the empty path.
 
-    Example:
+    Examples:
         >>> path_str(("params", 1, "W")), path_str(())
         ('params/1/W', '<root>')
     """
@@ -220,7 +220,7 @@ def leaves_with_paths(tree: Tree) -> list[tuple[str, Any]]:
     Returns:
         ``(path, leaf)`` pairs in leaf order.
 
-    Example:
+    Examples:
         >>> leaves_with_paths({"params": ({"W": 1},)})
         [('params/0/W', 1)]
     """
@@ -237,7 +237,7 @@ def paths(tree: Tree) -> list[str]:
     Returns:
         One string a leaf.
 
-    Example:
+    Examples:
         >>> paths({"b": [1, 2], "a": 0})
         ['a', 'b/0', 'b/1']
     """
@@ -247,7 +247,7 @@ def paths(tree: Tree) -> list[str]:
 def _namespace(x: Any) -> ModuleType:
     """The array module of one leaf. Its own ``__array_namespace__`` where it has one (NumPy 2,
     jax, array_api_strict), array_api_compat's look-up otherwise (cupy): this module sits below
-    :mod:`funcnet.backend`, which maps trees with it, and must not import it back."""
+    `funcnet.backend`, which maps trees with it, and must not import it back."""
     get = getattr(x, "__array_namespace__", None)
     if get is not None:
         return get()
@@ -265,7 +265,7 @@ def zeros_like(tree: Tree) -> Tree:
     Returns:
         A tree of zero arrays of the same structure, shapes, dtypes and backend.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> zeros_like({"W": np.ones(2, np.float32)})["W"].tolist()
         [0.0, 0.0]
@@ -283,7 +283,7 @@ def add(a: Tree, b: Tree) -> Tree:
     Returns:
         The leaf-wise sums.
 
-    Example:
+    Examples:
         >>> add((1, 2), (10, 20))
         (11, 22)
     """
@@ -300,7 +300,7 @@ def sub(a: Tree, b: Tree) -> Tree:
     Returns:
         The leaf-wise differences.
 
-    Example:
+    Examples:
         >>> sub((10, 20), (1, 2))
         (9, 18)
     """
@@ -317,7 +317,7 @@ def scale(tree: Tree, factor: Any) -> Tree:
     Returns:
         The scaled tree.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> scale({"W": np.ones(2, np.float32)}, 0.5)["W"].dtype
         dtype('float32')
@@ -335,7 +335,7 @@ def vdot(a: Tree, b: Tree) -> Any:
     Returns:
         A scalar (0-d array) on the leaves' backend; ``0.0`` for empty trees.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(vdot({"W": np.ones(3)}, {"W": np.arange(3.0)}))
         3.0
@@ -355,7 +355,7 @@ def global_norm(tree: Tree) -> Any:
     Returns:
         ``sqrt(sum of squares)`` over every element; ``0.0`` for an empty tree.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> float(global_norm((np.array([3.0]), {"b": np.array([4.0])})))
         5.0
@@ -377,7 +377,7 @@ def size(tree: Tree) -> int:
     Returns:
         The element count.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> size({"W": np.ones((2, 3)), "b": np.ones(3)})
         9
@@ -396,7 +396,7 @@ def assert_same_structure(expected: Tree, got: Tree, what: str = "tree") -> None
     Raises:
         ValueError: the structures differ; the message names missing and unexpected leaves.
 
-    Example:
+    Examples:
         >>> assert_same_structure({"a": 1}, {"a": 2})
         >>> assert_same_structure({"a": 1}, {"b": 2}, "params")
         Traceback (most recent call last):

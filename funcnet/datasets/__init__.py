@@ -1,4 +1,4 @@
-"""Data sets of the seed: :mod:`funcnet.datasets.spiral`."""
+"""Data sets of the seed: `funcnet.datasets.spiral`."""
 
 from funcnet.datasets import spiral
 

@@ -1,6 +1,6 @@
 """Optimizers and gradient transformations: pure ``(init, update)`` pairs over pytrees of params.
 
-The contracts, stated once::
+The contracts, stated once:
 
     Optimizer:          init(params) -> state;  update(params, grads, state) -> (params, state)
     GradientTransform:  init(params) -> state;  update(grads, state, params) -> (grads, state)
@@ -8,20 +8,20 @@ The contracts, stated once::
 Nothing is written to: every update returns fresh arrays. An optimizer's state is a NamedTuple:
 ``count``, the number of updates made so far (a 0-d int32 array of the params' backend, so the
 state traces under ``jax.jit``), then its named slots, trees shaped like params. ``lr`` is a
-number or a schedule (:mod:`funcnet.schedules`), a function of ``count`` before the update; a
+number or a schedule (`funcnet.schedules`), a function of ``count`` before the update; a
 schedule's value is checked at every step where it is a host number (finite and >= 0, or a
 ValueError naming the optimizer, the value and the step), never where it is traced or on a device.
 
-* The built-in optimizers (:func:`sgd`, :func:`momentum`, :func:`nesterov`, :func:`adagrad`,
-  :func:`rmsprop`, :func:`adam`) follow the book by default, the standard (optax, PyTorch) form
-  through an argument; each is a per-leaf rule lifted by :func:`from_rule`, the same public
-  lifter users write their own with (:func:`transform_from_rule` for transformations).
-* Gradient transformations (:func:`clip_by_global_norm`, :func:`clip`,
-  :func:`add_decayed_weights`, :func:`scale_by_schedule`, :func:`scale_by_adam`, a function made
-  one by :func:`stateless`) go in front of an optimizer with :func:`chain`, which keeps every
-  part's state in a :class:`ChainState`; :func:`adamw` is such a chain. :func:`with_clipping`
-  keeps the optimizer's own state. :func:`accumulate` steps every ``k`` calls on the mean
-  gradient; :func:`from_optax` makes any optax transformation an optimizer (jax backend).
+* The built-in optimizers (`sgd`, `momentum`, `nesterov`, `adagrad`,
+  `rmsprop`, `adam`) follow the book by default, the standard (optax, PyTorch) form
+  through an argument; each is a per-leaf rule lifted by `from_rule`, the same public
+  lifter users write their own with (`transform_from_rule` for transformations).
+* Gradient transformations (`clip_by_global_norm`, `clip`,
+  `add_decayed_weights`, `scale_by_schedule`, `scale_by_adam`, a function made
+  one by `stateless`) go in front of an optimizer with `chain`, which keeps every
+  part's state in a `ChainState`; `adamw` is such a chain. `with_clipping`
+  keeps the optimizer's own state. `accumulate` steps every ``k`` calls on the mean
+  gradient; `from_optax` makes any optax transformation an optimizer (jax backend).
 * Host counts: on NumPy and array_api_strict the count is read as a Python int and the
   per-step scalars (lr, Adam's bias corrections) are Python floats, so both backends give the
   same bits; on CuPy and jax the count stays on its device and the scalars are 0-d arrays.

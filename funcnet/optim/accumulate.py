@@ -16,7 +16,7 @@ __all__ = ["AccumulateState", "accumulate"]
 
 
 class AccumulateState(NamedTuple):
-    """:func:`accumulate`'s state: calls since the last step, the running mean of their grads, the inner state."""
+    """`accumulate`'s state: calls since the last step, the running mean of their grads, the inner state."""
 
     mini_step: Any
     grad_mean: Any
@@ -46,13 +46,13 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         optimizer: the optimizer that steps.
 
     Returns:
-        The accumulating optimizer; its state is :class:`AccumulateState`.
+        The accumulating optimizer; its state is `AccumulateState`.
 
     Raises:
         ValueError: a k that is not a positive int.
         TypeError: ``optimizer`` is not an Optimizer; at update, a state of another optimizer.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.accumulate(2, optim.sgd(1.0))

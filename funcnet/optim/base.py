@@ -1,11 +1,11 @@
 """The two contracts and what every rule sees of its step.
 
-::
+:
 
     Optimizer:         init(params) -> state;  update(params, grads, state) -> (params, state)
     GradientTransform: init(params) -> state;  update(grads, state, params) -> (grads, state)
 
-A :class:`Step` is what a per-leaf rule (:func:`funcnet.optim.from_rule`) learns about the
+A `Step` is what a per-leaf rule (`funcnet.optim.from_rule`) learns about the
 update it is part of: the array module, the step count and the learning rate.
 """
 
@@ -33,7 +33,7 @@ class Optimizer(NamedTuple):
 
     ``update`` returns ``(new_params, new_state)`` and writes into nothing it was given.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.sgd(0.5)
@@ -48,12 +48,12 @@ class Optimizer(NamedTuple):
 
 
 class GradientTransform(NamedTuple):
-    """A stateful gradient transformation, put in front of an optimizer with :func:`funcnet.optim.chain`.
+    """A stateful gradient transformation, put in front of an optimizer with `funcnet.optim.chain`.
 
     ``init(params) -> state``; ``update(grads, state, params) -> (new_grads, new_state)``
     (optax's order of arguments). A stateless one keeps ``()`` as its state.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> clip = optim.clip(0.5)
@@ -77,7 +77,7 @@ class Step(NamedTuple):
             ``dtype``; ``None`` for a gradient transformation made without an lr.
         dtype: the dtype the rule computes in (float32 for float16 params).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> step = optim.Step(np, 0, 0.1, np.float32)
@@ -100,12 +100,12 @@ def bias_correction(beta: float, step: Step) -> Any:
 
     Args:
         beta: the decay rate of the moving average, in ``[0, 1)``.
-        step: the :class:`Step` the rule was given.
+        step: the `Step` the rule was given.
 
     Returns:
         The correction, a Python float or a 0-d array.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> round(optim.bias_correction(0.9, optim.Step(np, 1, 0.1, np.float32)), 12)

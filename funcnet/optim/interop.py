@@ -10,7 +10,7 @@ __all__ = ["from_optax"]
 
 
 def from_optax(tx: Any) -> Optimizer:
-    """An optax ``GradientTransformation`` as a funcnet :class:`~funcnet.optim.Optimizer`.
+    """An optax ``GradientTransformation`` as a funcnet `Optimizer`.
 
     ``init(params)`` is ``tx.init(params)``; ``update(params, grads, state)`` runs
     ``tx.update(grads, state, params)`` and applies the updates with ``optax.apply_updates``. The
@@ -27,7 +27,7 @@ def from_optax(tx: Any) -> Optimizer:
         TypeError: ``tx`` has no ``init`` and ``update``, or is a funcnet Optimizer already.
         ImportError: optax is not installed.
 
-    Example:
+    Examples:
         >>> import optax, jax.numpy as jnp
         >>> from funcnet import optim
         >>> opt = optim.from_optax(optax.sgd(0.5))

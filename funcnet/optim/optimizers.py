@@ -1,4 +1,4 @@
-"""The built-in optimizers, each a per-leaf rule lifted by :func:`funcnet.optim.from_rule`.
+"""The built-in optimizers, each a per-leaf rule lifted by `funcnet.optim.from_rule`.
 
 The update rules are the book's (its ``common/optimizer.py``) by default; where the book departs
 from the standard (optax, PyTorch) form, a documented argument selects the standard one.
@@ -41,19 +41,19 @@ __all__ = [
 
 _BOOK_EPS = 1e-7  # the book's 1e-7 in AdaGrad, RMSprop and Adam
 
-SGDState = state_type("SGDState", (), ":func:`sgd`'s state: the step count alone.")
+SGDState = state_type("SGDState", (), "`sgd`'s state: the step count alone.")
 MomentumState = state_type("MomentumState", ("velocity",),
-                           ":func:`momentum`'s state: the book's ``v`` (``momentum * v - lr * g``, the last step).")
+                           "`momentum`'s state: the book's ``v`` (``momentum * v - lr * g``, the last step).")
 NesterovState = state_type("NesterovState", ("velocity",),
                            "``nesterov(form=\"book\")``'s state: the book's ``v`` (``momentum * v - lr * g``).")
 NesterovTraceState = state_type("NesterovTraceState", ("trace",),
                                 "``nesterov(form=\"standard\")``'s state: optax's trace (``momentum * trace + g``).")
 AdaGradState = state_type("AdaGradState", ("sum_of_squares",),
-                          ":func:`adagrad`'s state: the book's ``h``, the running sum of squared gradients.")
+                          "`adagrad`'s state: the book's ``h``, the running sum of squared gradients.")
 RMSpropState = state_type("RMSpropState", ("mean_of_squares",),
-                          ":func:`rmsprop`'s state: the book's ``h``, a moving average of squared gradients.")
+                          "`rmsprop`'s state: the book's ``h``, a moving average of squared gradients.")
 AdamState = state_type("AdamState", ("first_moment", "second_moment"),
-                       ":func:`adam`'s state: the book's ``m`` and ``v``, moving averages of ``g`` and ``g * g``.")
+                       "`adam`'s state: the book's ``m`` and ``v``, moving averages of ``g`` and ``g * g``.")
 
 
 def _minus_scaled(p: Any, lr_t: Any, g: Any) -> Any:
@@ -75,15 +75,15 @@ def sgd(lr: LearningRate) -> Optimizer:
     """The book's SGD: ``p - lr * g`` (the same as ``optax.sgd(lr)``).
 
     Args:
-        lr: the learning rate, a number or a schedule (:mod:`funcnet.schedules`).
+        lr: the learning rate, a number or a schedule (`funcnet.schedules`).
 
     Returns:
-        The optimizer; its state is :class:`SGDState`.
+        The optimizer; its state is `SGDState`.
 
     Raises:
         ValueError, TypeError: an lr that is negative, not finite or not a number.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.sgd(0.1)
@@ -115,12 +115,12 @@ def momentum(lr: LearningRate, momentum: float = 0.9) -> Optimizer:
         momentum: the decay of the velocity, in ``[0, 1)``.
 
     Returns:
-        The optimizer; its state is :class:`MomentumState`.
+        The optimizer; its state is `MomentumState`.
 
     Raises:
         ValueError: a momentum outside ``[0, 1)`` or a bad lr.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.momentum(0.1, 0.5)
@@ -153,13 +153,13 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
     """Nesterov's accelerated gradient, in the book's form or the standard (optax, PyTorch) one.
 
     ``form="book"`` (the book's Nesterov, which applies the *new* velocity; state
-    :class:`NesterovState`)::
+    `NesterovState`):
 
         v = momentum * v - lr * g
         p = p + momentum * momentum * v - (1 + momentum) * lr * g
 
     ``form="standard"``, ``optax.sgd(lr, momentum, nesterov=True)`` and PyTorch's
-    ``SGD(nesterov=True)``; state :class:`NesterovTraceState`::
+    ``SGD(nesterov=True)``; state `NesterovTraceState`:
 
         trace = g + momentum * trace
         p = p - lr * (g + momentum * trace)
@@ -175,7 +175,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
     Raises:
         ValueError: an unknown form, a momentum outside ``[0, 1)`` or a bad lr.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.nesterov(0.1, 0.5, form="standard")
@@ -244,12 +244,12 @@ def adagrad(lr: LearningRate, eps: float = _BOOK_EPS, *, eps_in_sqrt: bool = Fal
         initial_accumulator_value: ``h``'s start.
 
     Returns:
-        The optimizer; its state is :class:`AdaGradState`.
+        The optimizer; its state is `AdaGradState`.
 
     Raises:
         ValueError: a negative or non-finite eps, start or lr.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.adagrad(0.1, eps=0.0)
@@ -278,12 +278,12 @@ def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, 
         eps_in_sqrt: divide by ``sqrt(h + eps)``.
 
     Returns:
-        The optimizer; its state is :class:`RMSpropState`.
+        The optimizer; its state is `RMSpropState`.
 
     Raises:
         ValueError: a decay rate outside ``[0, 1)``, a bad eps or lr.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.rmsprop(0.1, 0.75, eps=0.0)
@@ -302,19 +302,19 @@ def adam_direction(b1: float, b2: float, eps: float, eps_root: float, step: Step
     """The standard (optax) Adam direction for one leaf: ``leaf(g, m, v) -> (m_hat / (sqrt(v_hat + eps_root) + eps), m, v)``.
 
     The moving averages in optax's order of operations, ``(1 - b1) * g + b1 * m``; shared by
-    ``adam(form="standard")`` and :func:`funcnet.optim.scale_by_adam`.
+    ``adam(form="standard")`` and `funcnet.optim.scale_by_adam`.
 
     Args:
         b1: the first moment's decay.
         b2: the second moment's decay.
         eps: added to the root.
         eps_root: added inside the root.
-        step: the :class:`Step` of this update (for the bias corrections).
+        step: the `Step` of this update (for the bias corrections).
 
     Returns:
         The per-leaf function.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> leaf = optim.adam_direction(0.9, 0.999, 0.0, 0.0, optim.Step(np, 0, None, np.float64))
@@ -338,12 +338,12 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
     Both keep the moving averages ``m`` and ``v`` of ``g`` and ``g * g``. ``form="book"`` (eps
     defaults to the book's 1e-7; the averages as ``m + (1 - beta1) * (g - m)``), the bias
-    correction folded into the rate::
+    correction folded into the rate:
 
         lr_t = lr * sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
         p = p - lr_t * m / (sqrt(v + eps_root) + eps)
 
-    ``form="standard"`` (eps defaults to 1e-8), ``optax.adam(lr, beta1, beta2, eps, eps_root)``::
+    ``form="standard"`` (eps defaults to 1e-8), ``optax.adam(lr, beta1, beta2, eps, eps_root)``:
 
         m_hat = m / (1 - beta1 ** t);  v_hat = v / (1 - beta2 ** t)
         p = p - lr * m_hat / (sqrt(v_hat + eps_root) + eps)
@@ -360,12 +360,12 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
         form: ``"book"`` or ``"standard"``.
 
     Returns:
-        The optimizer; its state is :class:`AdamState`.
+        The optimizer; its state is `AdamState`.
 
     Raises:
         ValueError: an unknown form, a beta outside ``[0, 1)``, a bad eps or lr.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.adam(0.1, eps=0.0)
@@ -413,7 +413,7 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
 
 def SGD(lr: float = 0.01) -> Optimizer:
-    """The book's ``SGD(lr=0.01)``: :func:`sgd`.
+    """The book's ``SGD(lr=0.01)``: `sgd`.
 
     Args:
         lr: the learning rate.
@@ -421,7 +421,7 @@ def SGD(lr: float = 0.01) -> Optimizer:
     Returns:
         ``sgd(lr)``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.SGD().init({})).__name__
         'SGDState'
@@ -430,7 +430,7 @@ def SGD(lr: float = 0.01) -> Optimizer:
 
 
 def Momentum(lr: float = 0.01, momentum: float = 0.9) -> Optimizer:
-    """The book's ``Momentum(lr=0.01, momentum=0.9)``: :func:`momentum`.
+    """The book's ``Momentum(lr=0.01, momentum=0.9)``: `momentum`.
 
     Args:
         lr: the learning rate.
@@ -439,7 +439,7 @@ def Momentum(lr: float = 0.01, momentum: float = 0.9) -> Optimizer:
     Returns:
         ``momentum(lr, momentum)``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.Momentum().init({})).__name__
         'MomentumState'
@@ -457,7 +457,7 @@ def Nesterov(lr: float = 0.01, momentum: float = 0.9) -> Optimizer:
     Returns:
         ``nesterov(lr, momentum, form="book")``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.Nesterov().init({})).__name__
         'NesterovState'
@@ -466,7 +466,7 @@ def Nesterov(lr: float = 0.01, momentum: float = 0.9) -> Optimizer:
 
 
 def AdaGrad(lr: float = 0.01) -> Optimizer:
-    """The book's ``AdaGrad(lr=0.01)``: :func:`adagrad`.
+    """The book's ``AdaGrad(lr=0.01)``: `adagrad`.
 
     Args:
         lr: the learning rate.
@@ -474,7 +474,7 @@ def AdaGrad(lr: float = 0.01) -> Optimizer:
     Returns:
         ``adagrad(lr)``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.AdaGrad().init({})).__name__
         'AdaGradState'
@@ -483,7 +483,7 @@ def AdaGrad(lr: float = 0.01) -> Optimizer:
 
 
 def RMSprop(lr: float = 0.01, decay_rate: float = 0.99) -> Optimizer:
-    """The book's ``RMSprop(lr=0.01, decay_rate=0.99)``: :func:`rmsprop`.
+    """The book's ``RMSprop(lr=0.01, decay_rate=0.99)``: `rmsprop`.
 
     Args:
         lr: the learning rate.
@@ -492,7 +492,7 @@ def RMSprop(lr: float = 0.01, decay_rate: float = 0.99) -> Optimizer:
     Returns:
         ``rmsprop(lr, decay_rate)``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.RMSprop().init({})).__name__
         'RMSpropState'
@@ -511,7 +511,7 @@ def Adam(lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> Optimiz
     Returns:
         ``adam(lr, beta1, beta2, form="book")``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> type(optim.Adam().init({})).__name__
         'AdamState'

@@ -2,8 +2,8 @@
 
 A rule is written for one array at a time, in two levels: ``rule(step)`` runs once per
 update (the place for this step's scalars) and returns ``leaf(p, g, *slots) -> (out, *slots)``,
-run for every leaf of the params tree. ``out`` is the new param (:func:`from_rule`) or the new
-gradient (:func:`transform_from_rule`); the slots are the rule's named state trees, shaped like
+run for every leaf of the params tree. ``out`` is the new param (`from_rule`) or the new
+gradient (`transform_from_rule`); the slots are the rule's named state trees, shaped like
 params, each starting at a constant. The lifter does the rest once for every rule: the state
 type, the step count, the learning rate and its checks, the tree walking and its checks, and
 mixed precision.
@@ -37,7 +37,7 @@ _STATE_TYPES: dict[tuple[str, tuple[str, ...]], type] = {}
 def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = None) -> type:
     """The NamedTuple ``name(count, *slots)``: one class per name and slots, made once and reused.
 
-    :func:`from_rule` calls it, so every optimizer built from one rule shares one state type
+    `from_rule` calls it, so every optimizer built from one rule shares one state type
     (and a state of another optimizer is refused by type).
 
     Args:
@@ -51,7 +51,7 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
     Raises:
         ValueError: a slot name that is not an identifier, repeated, or ``count``.
 
-    Example:
+    Examples:
         >>> from funcnet import optim
         >>> LionState = optim.state_type("LionState", ("momentum",))
         >>> LionState._fields, LionState is optim.state_type("LionState", ["momentum"])
@@ -66,7 +66,7 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
                 raise ValueError(f"{name}: slot names must be distinct identifiers other than 'count' "
                                  f"and not starting with '_', got {slot!r}")
         base = NamedTuple(name, [("count", Any), *[(slot, Any) for slot in slots]])
-        text = doc or f"The state of an optimizer made by :func:`from_rule`: the step count and {', '.join(slots) or 'nothing else'}."
+        text = doc or f"The state of an optimizer made by `from_rule`: the step count and {', '.join(slots) or 'nothing else'}."
         # named after the module that asked first (the built-ins bind it there), so pickle finds it
         module = sys._getframe(1).f_globals.get("__name__", __name__)
         cls = _STATE_TYPES[key] = type(name, (base,), {"__slots__": (), "__doc__": text, "__module__": module})
@@ -75,7 +75,7 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
 
 def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, float] | None = None,
               state_name: str | None = None, state_doc: str | None = None) -> Optimizer:
-    """An :class:`Optimizer` from a per-leaf rule (see the module docstring for the two levels).
+    """An `Optimizer` from a per-leaf rule (see the module docstring for the two levels).
 
     Args:
         name: the optimizer's name, used in every error message.
@@ -93,7 +93,7 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
     Raises:
         TypeError, ValueError: a bad lr or slot value.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> def sign_sgd_rule(step):
@@ -110,10 +110,10 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,
                         state_name: str | None = None, state_doc: str | None = None) -> GradientTransform:
-    """A :class:`GradientTransform` from a per-leaf rule: ``leaf(p, g, *slots) -> (new_g, *new_slots)``.
+    """A `GradientTransform` from a per-leaf rule: ``leaf(p, g, *slots) -> (new_g, *new_slots)``.
 
-    The same lifter as :func:`from_rule`, without an lr (``step.lr`` is None); ``params`` must
-    be given to ``update`` (:func:`chain` always gives them).
+    The same lifter as `from_rule`, without an lr (``step.lr`` is None); ``params`` must
+    be given to ``update`` (`chain` always gives them).
 
     Args:
         name: the transformation's name, used in every error message.
@@ -125,7 +125,7 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
     Returns:
         The gradient transformation.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> def scale_by_count(step):  # grads times 1, 2, 3, ...

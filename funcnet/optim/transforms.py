@@ -1,12 +1,12 @@
 """Gradient transformations and their composition with an optimizer.
 
-A :class:`~funcnet.optim.GradientTransform` maps ``(grads, state, params)`` to
-``(grads, state)``; :func:`chain` runs any number of them, in order, in front of an optimizer
-and keeps every part's state in a :class:`ChainState`. The names and formulas are optax's, so
+A `GradientTransform` maps ``(grads, state, params)`` to
+``(grads, state)``; `chain` runs any number of them, in order, in front of an optimizer
+and keeps every part's state in a `ChainState`. The names and formulas are optax's, so
 ``chain(clip_by_global_norm(1.0, form="standard"), add_decayed_weights(1e-4), adam(lr, form="standard"))``
 is optax's ``chain(clip_by_global_norm(1.0), add_decayed_weights(1e-4), adam(lr))``: a transform in
 front of the optimizer acts on the gradient the optimizer sees (there, L2 decay inside Adam's
-moments). Decoupled (AdamW) decay comes after the scaling: :func:`adamw`.
+moments). Decoupled (AdamW) decay comes after the scaling: `adamw`.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ Tree = Any
 
 
 class ChainState(NamedTuple):
-    """:func:`chain`'s state: a tuple with each transformation's state, then the optimizer's."""
+    """`chain`'s state: a tuple with each transformation's state, then the optimizer's."""
 
     transforms: tuple
     optimizer: Any
 
 
-ScaleByScheduleState = state_type("ScaleByScheduleState", (), ":func:`scale_by_schedule`'s state: the step count.")
+ScaleByScheduleState = state_type("ScaleByScheduleState", (), "`scale_by_schedule`'s state: the step count.")
 ScaleByAdamState = state_type("ScaleByAdamState", ("first_moment", "second_moment"),
-                              ":func:`scale_by_adam`'s state: the count and Adam's two moving averages.")
+                              "`scale_by_adam`'s state: the count and Adam's two moving averages.")
 
 
 def _positive_norm(name: str, max_norm: Any) -> float:
@@ -79,7 +79,7 @@ def clip_grads(grads: Tree, max_norm: float) -> Tree:
     Raises:
         ValueError: a max_norm that is not a finite number > 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> optim.clip_grads({"g": np.array([3.0, 4.0])}, 1.0)["g"].round(6).tolist()
@@ -95,7 +95,7 @@ def clip_grads(grads: Tree, max_norm: float) -> Tree:
 
 
 def stateless(fn: Callable[[Tree], Tree]) -> GradientTransform:
-    """A :class:`~funcnet.optim.GradientTransform` from a pure function ``grads -> grads``; its state is ``()``.
+    """A `GradientTransform` from a pure function ``grads -> grads``; its state is ``()``.
 
     Args:
         fn: the function.
@@ -106,7 +106,7 @@ def stateless(fn: Callable[[Tree], Tree]) -> GradientTransform:
     Raises:
         TypeError: ``fn`` is not callable.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> halve = optim.stateless(lambda grads: {k: g / 2 for k, g in grads.items()})
@@ -139,7 +139,7 @@ def _clip_standard(max_norm: float) -> Callable[[Tree], Tree]:
 def clip_by_global_norm(max_norm: float, *, form: Literal["book", "standard"] = "book") -> GradientTransform:
     """Grads scaled down to global L2 norm ``max_norm``, stateless.
 
-    ``form="book"``: the book's :func:`clip_grads` (``g * max_norm / (norm + 1e-6)`` when that
+    ``form="book"``: the book's `clip_grads` (``g * max_norm / (norm + 1e-6)`` when that
     is below 1). ``form="standard"``: ``optax.clip_by_global_norm`` (``g / norm * max_norm`` when
     ``norm >= max_norm``).
 
@@ -153,7 +153,7 @@ def clip_by_global_norm(max_norm: float, *, form: Literal["book", "standard"] = 
     Raises:
         ValueError: a max_norm that is not a finite number > 0, an unknown form.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> clip = optim.clip_by_global_norm(1.0, form="standard")
@@ -181,7 +181,7 @@ def clip(max_delta: float) -> GradientTransform:
     Raises:
         ValueError: a max_delta that is not a finite number >= 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> optim.clip(1.0).update({"g": np.array([-3.0, 0.5])}, (), None)[0]["g"].tolist()
@@ -196,7 +196,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransform:
     """``g + weight_decay * p`` (``optax.add_decayed_weights``), stateless.
 
     In front of an optimizer this is L2 regularisation (the decay goes through the optimizer's
-    scaling); after an Adam scaling, as in :func:`adamw`, it is decoupled weight decay.
+    scaling); after an Adam scaling, as in `adamw`, it is decoupled weight decay.
 
     Args:
         weight_decay: the factor, >= 0; 0 passes grads through.
@@ -207,7 +207,7 @@ def add_decayed_weights(weight_decay: float) -> GradientTransform:
     Raises:
         ValueError: a weight_decay that is not a finite number >= 0; no params at update.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> tx = optim.add_decayed_weights(0.5)
@@ -236,16 +236,16 @@ def scale_by_schedule(schedule: Schedule) -> GradientTransform:
     """Grads times ``schedule(count)`` (``optax.scale_by_schedule``); the state counts the updates.
 
     Args:
-        schedule: a function of the count (:mod:`funcnet.schedules`); its value may be negative.
+        schedule: a function of the count (`funcnet.schedules`); its value may be negative.
 
     Returns:
-        The transformation; its state is :class:`ScaleByScheduleState`.
+        The transformation; its state is `ScaleByScheduleState`.
 
     Raises:
         TypeError: ``schedule`` is not callable.
         ValueError: at update, a host value that is not finite (naming the step).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> tx = optim.scale_by_schedule(lambda count: 0.5 ** count)
@@ -290,12 +290,12 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_roo
         eps_root: added inside the root.
 
     Returns:
-        The transformation; its state is :class:`ScaleByAdamState`.
+        The transformation; its state is `ScaleByAdamState`.
 
     Raises:
         ValueError: a beta outside ``[0, 1)``, a bad eps.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> tx = optim.scale_by_adam(eps=0.0)
@@ -320,14 +320,14 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_roo
 def chain(*transforms_then_optimizer: GradientTransform | Optimizer) -> Optimizer:
     """Gradient transformations applied in order, then an optimizer: ``chain(clip(1.0), adam(0.01))``.
 
-    Every part keeps its own state: the chained optimizer's state is a :class:`ChainState`
+    Every part keeps its own state: the chained optimizer's state is a `ChainState`
     (each transformation's state, then the optimizer's), checkpointable like any state. So a
-    state made by the bare optimizer's ``init`` is refused (:func:`with_clipping` keeps the
+    state made by the bare optimizer's ``init`` is refused (`with_clipping` keeps the
     optimizer's own state instead).
 
     Args:
-        *transforms_then_optimizer: any number of :class:`~funcnet.optim.GradientTransform`, then
-            one :class:`~funcnet.optim.Optimizer`.
+        *transforms_then_optimizer: any number of `GradientTransform`, then
+            one `Optimizer`.
 
     Returns:
         The chained optimizer.
@@ -335,7 +335,7 @@ def chain(*transforms_then_optimizer: GradientTransform | Optimizer) -> Optimize
     Raises:
         TypeError: the last argument is not an Optimizer, or another one is not a GradientTransform.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.chain(optim.clip(1.0), optim.sgd(0.1))
@@ -382,7 +382,7 @@ def chain(*transforms_then_optimizer: GradientTransform | Optimizer) -> Optimize
 
 
 def with_clipping(optimizer: Optimizer, max_norm: float) -> Optimizer:
-    """``optimizer`` fed grads clipped to global norm ``max_norm`` by the book's :func:`clip_grads`.
+    """``optimizer`` fed grads clipped to global norm ``max_norm`` by the book's `clip_grads`.
 
     Clipping keeps no state, so the result keeps ``optimizer``'s own state type: clipped and
     unclipped runs share states and checkpoints (the book's ``Trainer.fit(max_grad=...)``).
@@ -397,7 +397,7 @@ def with_clipping(optimizer: Optimizer, max_norm: float) -> Optimizer:
     Raises:
         ValueError: a max_norm that is not a finite number > 0.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.with_clipping(optim.sgd(1.0), 1.0)
@@ -431,12 +431,12 @@ def adamw(lr: LearningRate = 0.001, b1: float = 0.9, b2: float = 0.999, eps: flo
         weight_decay: the decoupled decay factor.
 
     Returns:
-        The chained optimizer (state :class:`ChainState`).
+        The chained optimizer (state `ChainState`).
 
     Raises:
         ValueError: a bad argument (named by the part that checks it).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import optim
         >>> opt = optim.adamw(0.1, eps=0.0, weight_decay=0.5)

@@ -1,7 +1,7 @@
 """Training: the state, the step as a value, ``fit`` and evaluation.
 
 ``step(state, batch) -> (state, metrics)`` is a pure function of its arguments; on the jax
-backend ``jax.jit(step)`` compiles it unchanged. :func:`fit` is a loop around it that is itself
+backend ``jax.jit(step)`` compiles it unchanged. `fit` is a loop around it that is itself
 a function of the state, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 

@@ -86,7 +86,7 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
         ValueError: a check failed; the message names it.
         TypeError: a dtype is wrong.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet import train
         >>> train.validate_data(np.zeros((2, 1)), np.array([0.0, np.nan]))
@@ -133,7 +133,7 @@ def to_params_backend(params: Any, *arrays: Any) -> tuple[Any, ...]:
 def prepare(step: Any, params: Any, x: Any, t: Any, *, validate: bool = True) -> Data:
     """``(x, t)`` moved to the params' backend, ``x`` cast to their dtype, and checked.
 
-    The targets are checked against the model only when ``step`` is a :class:`TrainStep` (a
+    The targets are checked against the model only when ``step`` is a `TrainStep` (a
     plain function hides its model and loss).
 
     Args:
@@ -144,7 +144,7 @@ def prepare(step: Any, params: Any, x: Any, t: Any, *, validate: bool = True) ->
         validate: run the value checks (finiteness, targets).
 
     Returns:
-        The :class:`Data`.
+        The `Data`.
 
     Raises:
         ValueError, TypeError: bad data, named.

@@ -33,7 +33,7 @@ def predict(model: Layer, params: Any, x: Any, *, batch_size: int | None = None)
     Raises:
         TypeError, ValueError: bad input, named.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import funcnet as fn
         >>> _, params = fn.Affine(3).init(fn.random.key(0), (2,))
@@ -97,7 +97,7 @@ def accuracy(logits: Any, t: Any) -> float:
     Raises:
         ValueError, TypeError: targets that do not fit the logits (width, range, dtype).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet.train import accuracy
         >>> accuracy(np.array([[2.0, 1.0], [0.0, 3.0]]), np.array([0, 0]))
@@ -127,7 +127,7 @@ def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_
         model: the Layer.
         params: its params.
         x: inputs.
-        t: targets (see :func:`accuracy`).
+        t: targets (see `accuracy`).
         loss: the Loss to report.
         batch_size: rows per ``apply`` call.
 
@@ -137,7 +137,7 @@ def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_
     Raises:
         ValueError, TypeError: bad input, named.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import funcnet as fn
         >>> model = fn.Affine(2)

@@ -38,7 +38,7 @@ def nonfinite_leaf(state: TrainState) -> str | None:
     Returns:
         A path such as ``"params/0/W"``, or None when everything is finite.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from funcnet.train import TrainState, nonfinite_leaf
         >>> nonfinite_leaf(TrainState({"W": np.array([1.0, np.inf])}, (), None, 0))
@@ -213,14 +213,14 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     optimizer state are checked to be finite. A state stopped mid-epoch (an interrupt) first
     finishes that epoch, which counts as one of ``epochs``.
 
-    The data is checked once, here: with a :class:`~funcnet.train.TrainStep` against its model
+    The data is checked once, here: with a `TrainStep` against its model
     and loss too (label range, one-hot width, probabilities). A plain function as ``step``
     hides its model and loss, so only the generic checks run (lengths, finite, real numbers):
     out-of-range labels then train silently.
 
     Args:
-        step: a :class:`~funcnet.train.TrainStep` (or any ``step(state, batch) -> (state, metrics)``).
-        state: where to start (:func:`~funcnet.train.init_state`, or a saved state).
+        step: a `TrainStep` (or any ``step(state, batch) -> (state, metrics)``).
+        state: where to start (`init_state`, or a saved state).
         x: inputs ``(N, ...)``; moved to the params' backend and cast to their dtype once.
         t: labels ``(N,)`` or targets ``(N, C)``.
         epochs: how many more epochs.
@@ -244,7 +244,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         TrainingInterrupted: Ctrl-C; it is a ``KeyboardInterrupt`` carrying the last complete state.
         ValueError, TypeError: bad options or data, named.
 
-    Example:
+    Examples:
         >>> import funcnet as fn
         >>> x, t = fn.datasets.spiral.load_data()
         >>> step = fn.make_train_step(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))

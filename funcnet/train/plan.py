@@ -148,7 +148,7 @@ def build_plan(cache: dict, model: Layer, loss: Any, state: Any, x: Any, t: Any)
         leaves = [p[k] for k in keys]
         if any(type(a) is not np.ndarray or a.dtype != dt for a in leaves):
             return None
-        codes.append((_AFFINE if len(keys) == 2 else _MATMUL, None))
+        codes.append((_AFFINE if len(keys) == 2 else _MATMUL, n * leaves[0].shape[1] >= IN_PLACE_MIN_SIZE))
         shapes.append(tuple(a.shape for a in leaves))
         width = leaves[0].shape[1]
     c = width
@@ -191,6 +191,7 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
     ndarray = np.ndarray
     dense_keys = [("W", "b") if code == _AFFINE else ("W",) if code == _MATMUL else None for code, _ in codes]
     rev = range(depth - 1, -1, -1)
+    big = [code in (_AFFINE, _MATMUL) and extra for code, extra in codes]  # Affine adds b in place
 
     def guard(state):
         if type(state) is not TrainState or type(state.opt_state) is not opt_type:
@@ -227,7 +228,8 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
             inputs[i] = h
             if code == _AFFINE:
                 p = per_layer[i]
-                h = matmul(h, p["W"]) + p["b"]
+                y = matmul(h, p["W"])
+                h = add(y, p["b"], out=y) if big[i] else y + p["b"]  # as layers._affine
             elif code == _MATMUL:
                 h = matmul(h, per_layer[i]["W"])
             elif code == _SIGMOID:

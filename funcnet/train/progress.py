@@ -21,7 +21,7 @@ def progress_bar(enabled: bool | None, total: int, initial: int = 0, **kwargs: A
     Returns:
         The bar, or None.
 
-    Example:
+    Examples:
         >>> from funcnet.train import progress_bar
         >>> progress_bar(False, 10) is None
         True

@@ -26,10 +26,10 @@ class TrainState(NamedTuple):
         opt_state: the optimizer's state.
         key: the run's random key (shuffles and the step's own randomness derive from it).
         step: the number of steps taken (an int, or a 0-d array inside ``jax.jit``).
-        epoch: the number of whole epochs completed (kept by :func:`~funcnet.train.fit`).
+        epoch: the number of whole epochs completed (kept by `fit`).
         offset: examples of the current epoch already used (non-zero only after an interrupt).
 
-    Example:
+    Examples:
         >>> import funcnet as fn
         >>> state = fn.init_state(fn.Affine(3), fn.optim.sgd(0.1), fn.random.key(0), (2,))
         >>> state.step, state.epoch, state.offset
@@ -59,7 +59,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) stopped :func:`~funcnet.train.fit`; it is a ``KeyboardInterrupt``.
+    """Ctrl-C (or SIGINT) stopped `fit`; it is a ``KeyboardInterrupt``.
 
     Attributes:
         state: the last complete state (every step in it finished), resumable with ``fit``.
@@ -104,18 +104,18 @@ def init_state(model: Layer, optimizer: Any, key: Any, in_shape: tuple[int, ...]
     Args:
         model: the Layer to train.
         optimizer: an Optimizer (``init``, ``update``).
-        key: a key from :func:`funcnet.random.key`.
+        key: a key from `funcnet.random.key`.
         in_shape: the shape of one example, without the batch axis.
         dtype: the params' dtype.
         backend: where the params live (a name or module; None keeps NumPy).
 
     Returns:
-        A :class:`TrainState` at step 0.
+        A `TrainState` at step 0.
 
     Raises:
         TypeError: a constructor was passed instead of a model/optimizer, or ``in_shape`` is not a shape.
 
-    Example:
+    Examples:
         >>> import funcnet as fn
         >>> state = fn.init_state(fn.Affine(3), fn.optim.sgd(0.1), fn.random.key(0), (2,))
         >>> state.params["W"].shape
