@@ -256,7 +256,6 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
         for i in rev:
             code = codes[i][0]
             x_i = inputs[i]
-            inputs[i] = None  # let each activation go once its layer is done (lower peak memory)
             last = i == 0
             if code == _AFFINE:
                 p = per_layer[i]
@@ -279,7 +278,6 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
                     dy = multiply(dy, subtract(one, multiply(y, y)))
                 else:
                     dy = saved[i](dy)
-                saved[i] = None
         return (grads[0] if bare else tuple(grads)), value
 
     return run
