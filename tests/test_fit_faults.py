@@ -227,3 +227,11 @@ def test_a_user_layer_from_init_and_vjp_trains_inside_serial(data):
     final, history = train.fit(step, state, x, t, epochs=30, batch_size=30, eval_interval=10, progress=False)
     assert history["loss"][-1] < history["loss"][0]
     assert not np.array_equal(final.params[0]["s"], state.params[0]["s"])
+
+
+def test_the_finite_check_is_exact_where_a_sum_overflows():
+    big = np.full(4, 60000.0, np.float16)  # finite, but its sum is not
+    state = train.TrainState({"W": big}, (), None, 0)
+    assert train.nonfinite_leaf(state) is None
+    assert train.nonfinite_leaf(state._replace(opt_state={"v": np.array([1.0, np.nan], np.float32)})) == "opt_state/v"
+    assert train.nonfinite_leaf(state._replace(params={"W": np.array([np.inf, -np.inf])})) == "params/W"

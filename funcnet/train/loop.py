@@ -17,7 +17,7 @@ import numpy as np
 
 from funcnet import random, tree
 from funcnet.arguments import non_negative_int, positive_int
-from funcnet.backend import is_floating, namespace, to_numpy
+from funcnet.backend import is_floating, namespace, reduce_sum, to_numpy
 from funcnet.train.compiled import epoch_runner
 from funcnet.train.data import Data, prepare
 from funcnet.train.progress import progress_bar
@@ -45,11 +45,19 @@ def nonfinite_leaf(state: TrainState) -> str | None:
         'params/W'
     """
     for path, leaf in tree.leaves_with_paths({"params": state.params, "opt_state": state.opt_state}):
-        if hasattr(leaf, "dtype") and is_floating(leaf.dtype):
-            xp = namespace(leaf)
-            if not bool(xp.all(xp.isfinite(leaf))):
-                return path
+        if hasattr(leaf, "dtype") and is_floating(leaf.dtype) and not _finite(leaf):
+            return path
     return None
+
+
+def _finite(leaf: Any) -> bool:
+    """Whether every element is finite: a sum first (a NaN or inf always makes it non-finite, and
+    it allocates nothing), the element-wise test only when the sum is not finite (it may overflow)."""
+    xp = namespace(leaf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(float(reduce_sum(xp, leaf))):
+            return True
+    return bool(xp.all(xp.isfinite(leaf)))
 
 
 class _Log:
