@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import initializers, ops, random
-from funcnet.arguments import positive_int
+from funcnet._arguments import positive_int
 from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, reduce_sum
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from funcnet.arguments import positive_int, real_number
+from funcnet._arguments import positive_int, real_number
 from funcnet.backend import namespace
 
 Schedule = Callable[[Any], Any]

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import tree
-from funcnet.arguments import positive_int
+from funcnet._arguments import positive_int
 from funcnet.backend import namespace
 from funcnet.optim.base import Optimizer, _host_count
 from funcnet.optim.rules import _is_half, _namespace

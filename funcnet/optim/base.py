@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcnet.arguments import real_number
+from funcnet._arguments import real_number
 from funcnet.backend import is_traced, numpy_dtype
 from funcnet.schedules import Schedule
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from funcnet.arguments import real_number
+from funcnet._arguments import real_number
 from funcnet.backend import IN_PLACE_MIN_SIZE
 from funcnet.optim.base import LearningRate, Optimizer, Step, bias_correction
 from funcnet.optim.rules import LeafRule, from_rule, state_type

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import tree
-from funcnet.arguments import real_number
+from funcnet._arguments import real_number
 from funcnet.backend import is_floating, namespace, numpy_dtype
 from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, _host_count, _learning_rate
 

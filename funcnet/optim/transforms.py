@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from funcnet import tree
-from funcnet.arguments import real_number
+from funcnet._arguments import real_number
 from funcnet.backend import namespace
 from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, _host_count, _is_host
 from funcnet.optim.optimizers import adam_direction, sgd

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from funcnet import tree
-from funcnet.arguments import positive_int
+from funcnet._arguments import positive_int
 from funcnet.backend import is_complex, is_floating, is_integer, is_traced, namespace
 from funcnet.layers import Layer
 from funcnet.losses import Loss, softmax_cross_entropy

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from funcnet import random, tree
-from funcnet.arguments import non_negative_int, positive_int
+from funcnet._arguments import non_negative_int, positive_int
 from funcnet.backend import is_floating, namespace, reduce_sum, to_numpy
 from funcnet.train.compiled import epoch_runner
 from funcnet.train.data import Data, prepare
