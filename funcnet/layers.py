@@ -147,9 +147,13 @@ def _check_real(name: str, x: Any) -> None:
         raise TypeError(f"{name}: input must be real numbers, got dtype {x.dtype}")
 
 
+_PARAM_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_init_dtype(name: str, dtype: Any) -> None:
-    if not is_floating(dtype):
-        raise TypeError(f"{name}.init: params dtype must be a float type (float16/32/64), got {dtype}")
+    if not is_floating(dtype) or (isinstance(dtype, str | np.dtype | type) and np.dtype(dtype) not in _PARAM_DTYPES):
+        raise TypeError(f"{name}.init: params dtype must be a float type (float16/32/64, native byte order), "
+                        f"got {dtype}")
 
 
 def _dense(name: str, out_dim: int, keys: tuple[str, ...]) -> Callable[[Any, Any], tuple[Any, Any, Any]]:

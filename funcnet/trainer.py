@@ -173,6 +173,9 @@ class Trainer:
         """
         state = self._trained("save")
         meta = dict(kwargs.pop("metadata", None) or {})
+        taken = sorted(k for k in meta if isinstance(k, str) and k.startswith("trainer."))
+        if taken:
+            raise ValueError(f"Trainer.save: metadata keys starting with 'trainer.' are Trainer's own, got {taken}")
         meta.update({_IN_SHAPE: json.dumps(list(self.in_shape or ())), _LOSSES: json.dumps(self.loss_list),
                      _EVAL_INTERVAL: json.dumps(self.eval_interval)})
         checkpoint.save(path, state, metadata=meta, **kwargs)

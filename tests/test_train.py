@@ -285,10 +285,12 @@ def test_divergence_stops_with_the_last_finite_state(data):
     assert f"at step {int(last.step) + 1} " in str(info.value)
     with np.errstate(over="ignore", invalid="ignore"):
         assert not np.isfinite(mean_squared_error.value(model.apply(last.params, x[order] * 10), targets[order]))
-    # training goes on from it (here skipping the updates that overflow)
-    resumed, _ = run(step, last, x * 10, targets, epochs=1, on_nonfinite="skip")
-    chex.assert_tree_all_finite(resumed.params)
-    assert int(resumed.step) == (int(last.step) // 10 + 1) * 10
+    # skipping cannot rescue it: every update of the rest of the epoch overflows, and a run that
+    # skipped all its steps is an error, not a silent no-op
+    with pytest.raises(train.NonFiniteLossError, match="every one of the .* steps .* was skipped") as again:
+        run(step, last, x * 10, targets, epochs=1, on_nonfinite="skip")
+    chex.assert_tree_all_finite(again.value.state.params)
+    assert again.value.history["skipped"] == 10 - int(last.step) % 10
 
 
 def test_nan_in_data_without_validation_is_caught_and_can_be_skipped(data):

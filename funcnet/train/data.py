@@ -101,7 +101,11 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
     if is_floating(t.dtype) and not bool(xp.all(xp.isfinite(t))):
         raise ValueError(f"{where}: t contains NaN or infinite values")
     if model is not None and loss is not None and params is not None:
-        out = model.apply(params, as_params_dtype(where, x[0:1, ...], tree.any_leaf(params)))
+        try:
+            out = model.apply(params, as_params_dtype(where, x[0:1, ...], tree.any_leaf(params)))
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{where}: examples of shape {tuple(x.shape[1:])} (x is {tuple(x.shape)}) do not fit "
+                            f"the model or its params: {err}") from err
         validate_targets(loss, t, tuple(out.shape[1:]))
 
 

@@ -10,6 +10,7 @@ from funcnet.backend import is_complex, is_floating, is_integer, is_traced, name
 from funcnet.layers import Layer
 from funcnet.losses import Loss, softmax_cross_entropy
 from funcnet.train.data import to_params_backend
+from funcnet.train.state import check_parts
 from funcnet.train.step import as_params_dtype
 
 __all__ = ["accuracy", "evaluate", "predict"]
@@ -145,7 +146,12 @@ def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_
         >>> sorted(fn.evaluate(model, params, np.ones((4, 2)), np.array([0, 1, 1, 0])))
         ['accuracy', 'loss']
     """
+    check_parts("evaluate", model=model, loss=loss)
     logits = predict(model, params, x, batch_size=batch_size)
+    lxp = namespace(logits)
+    if not bool(lxp.all(lxp.isfinite(logits))):
+        raise ValueError("evaluate: the model's outputs are NaN or infinite (NaN or huge values in x, "
+                         "or non-finite params): no loss or accuracy to report")
     (t,) = to_params_backend(params, t)
     if hasattr(t, "dtype") and is_floating(t.dtype) and not bool(namespace(t).all(namespace(t).isfinite(t))):
         raise ValueError("evaluate: t contains NaN or infinite values")

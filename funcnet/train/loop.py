@@ -44,20 +44,25 @@ def nonfinite_leaf(state: TrainState) -> str | None:
         >>> nonfinite_leaf(TrainState({"W": np.array([1.0, np.inf])}, (), None, 0))
         'params/W'
     """
-    for path, leaf in tree.leaves_with_paths({"params": state.params, "opt_state": state.opt_state}):
-        if hasattr(leaf, "dtype") and is_floating(leaf.dtype) and not _finite(leaf):
+    floats = [(path, leaf) for path, leaf in tree.leaves_with_paths(
+        {"params": state.params, "opt_state": state.opt_state}) if hasattr(leaf, "dtype") and is_floating(leaf.dtype)]
+    if not floats:
+        return None
+    # one number read back for the whole state: a NaN or inf in any leaf makes the sum of sums
+    # non-finite, and the sums allocate nothing; only then (or when a sum merely overflowed) are
+    # the leaves tested one by one, element by element
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = [reduce_sum(namespace(leaf), leaf) for _, leaf in floats]
+        total = sums[0]
+        for partial in sums[1:]:
+            total = total + partial
+        if math.isfinite(float(total)):
+            return None
+    for path, leaf in floats:
+        xp = namespace(leaf)
+        if not bool(xp.all(xp.isfinite(leaf))):
             return path
     return None
-
-
-def _finite(leaf: Any) -> bool:
-    """Whether every element is finite: a sum first (a NaN or inf always makes it non-finite, and
-    it allocates nothing), the element-wise test only when the sum is not finite (it may overflow)."""
-    xp = namespace(leaf)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(float(reduce_sum(xp, leaf))):
-            return True
-    return bool(xp.all(xp.isfinite(leaf)))
 
 
 class _Log:
@@ -72,7 +77,7 @@ class _Log:
         self.current = current  # a host copy of state.step: no device read per step
         self.eval_interval, self.iters, self.log = eval_interval, iters, log
         self.total, self.count = 0.0, 0
-        self.history: dict[str, Any] = {"loss": [], "step": [], "epoch": []}
+        self.history: dict[str, Any] = {"loss": [], "step": [], "epoch": [], "skipped": 0}
         self.started = time.perf_counter()
 
     def failure(self, message: str, candidate: TrainState | None = None) -> NonFiniteLossError:
@@ -92,7 +97,9 @@ class _Log:
     def add(self, loss: Any, epoch: int, it: int) -> bool:
         """Count one step (``loss`` None for a skipped one); True when a record was written."""
         self.current += 1
-        if loss is not None:
+        if loss is None:
+            self.history["skipped"] += 1
+        else:
             self.total, self.count = self.total + loss, self.count + 1
         if self.eval_interval is None or self.current % self.eval_interval or not self.count:
             return False
@@ -175,8 +182,15 @@ def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: i
     for it in range(start, iters):
         state = run.state
         lo = it * batch_size
-        new_state, metrics = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
-        loss = metrics["loss"]
+        out = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
+        try:
+            new_state, metrics = out
+            loss = metrics["loss"]
+        except (TypeError, ValueError, KeyError, IndexError):
+            loss = new_state = None
+        if type(new_state) is not TrainState:
+            raise TypeError(f"fit: step must return (TrainState, {{'loss': scalar, ...}}), got {type(out).__name__}"
+                            + (f" of {len(out)}" if isinstance(out, tuple) else ""))
         if read_losses:
             loss = float(loss)
             if not math.isfinite(loss):
@@ -236,15 +250,20 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         eval_interval: steps between records (None: no records, one finite check at the end).
         progress: a tqdm bar (None: on a terminal only).
         log: print the book's log line at each record.
-        on_nonfinite: ``"raise"``, or ``"skip"`` to drop updates whose loss is not finite.
+        on_nonfinite: ``"raise"``, or ``"skip"`` to drop updates whose loss is not finite (counted in
+            ``history["skipped"]``; a run whose steps were all skipped raises).
         callback: ``callback(state, metrics)`` after every step (per-step path only).
         validate: run the data checks.
         compile_epoch: on jax, run whole epochs as one compiled ``lax.scan`` (None: on jax
-            unless ``callback`` or ``on_nonfinite="skip"`` needs every step).
+            unless ``callback`` or ``on_nonfinite="skip"`` needs every step). XLA fuses the
+            compiled epochs differently from single steps, so the two paths (and a resume
+            mid-epoch, which runs its first epoch step by step) agree to float32 rounding, not
+            bit for bit; NumPy and array_api_strict resume bit for bit.
         epochs_per_call: compiled epochs per call (all remaining, or one with a progress bar).
 
     Returns:
-        ``(state, history)``; ``history`` has ``loss``, ``step``, ``epoch`` lists and ``time``.
+        ``(state, history)``; ``history`` has ``loss``, ``step``, ``epoch`` lists, ``skipped`` (steps
+        dropped by ``on_nonfinite="skip"``) and ``time``.
 
     Raises:
         NonFiniteLossError: the loss, params or optimizer state became NaN or infinite; it
@@ -266,6 +285,8 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         raise TypeError(f"fit: state must be a TrainState (see init_state), got {type(state).__name__}")
     if not callable(step):
         raise TypeError(f"fit: step must be a TrainStep or a function, got {type(step).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"fit: callback must be a function of (state, metrics) or None, got {type(callback).__name__}")
     data = prepare(step, state.params, x, t, validate=validate)
     batch_size = _batch_size(batch_size, data.size)
     iters = data.size // batch_size
@@ -275,8 +296,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     state = state._replace(epoch=first_epoch, offset=first_iter * batch_size)
     last_epoch = first_epoch + epochs  # a half-done epoch counts as one of them
     run = _Log(state, current, eval_interval, iters, log)
-    if validate:
-        run.verify("in the state fit was given")
+    run.verify("in the state fit was given")  # so that the state an error carries is finite
     runner = None
     if _use_scan(compile_epoch, data) and callback is None and on_nonfinite == "raise" and epochs:
         runner = epoch_runner(step, iters, batch_size)
@@ -305,5 +325,8 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         if bar is not None:
             bar.close()
     run.verify(_UNSEEN.format(run.current))
+    ran = run.current - current
+    if ran and run.history["skipped"] == ran:
+        raise run.failure(f"every one of the {ran} steps had a NaN or infinite loss and was skipped")
     run.history["time"] = time.perf_counter() - run.started
     return run.state, run.history

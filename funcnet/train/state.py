@@ -10,6 +10,7 @@ from funcnet import random
 from funcnet.backend import get as get_backend
 from funcnet.backend import name_of, put
 from funcnet.layers import Layer
+from funcnet.optim.base import GradientTransform
 
 __all__ = ["NonFiniteLossError", "TrainState", "TrainingInterrupted", "init_state", "step_key"]
 
@@ -88,6 +89,9 @@ def check_parts(where: str, model: Any = None, optimizer: Any = None, loss: Any 
 
     if model is not None and not isinstance(model, Layer):
         raise TypeError(f"{where}: model must be a Layer, got {type(model).__name__}{hint(model)}")
+    if isinstance(optimizer, GradientTransform):
+        raise TypeError(f"{where}: optimizer is a gradient transformation, which changes grads but never the "
+                        "params; put it in front of an optimizer: optim.chain(transform, optim.sgd(0.1))")
     if optimizer is not None and not (callable(getattr(optimizer, "init", None))
                                       and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"{where}: optimizer must have init and update (e.g. optim.sgd(0.1)), "
