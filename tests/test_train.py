@@ -287,7 +287,7 @@ def test_divergence_stops_with_the_last_finite_state(data):
         assert not np.isfinite(mean_squared_error.value(model.apply(last.params, x[order] * 10), targets[order]))
     # skipping cannot rescue it: every update of the rest of the epoch overflows, and a run that
     # skipped all its steps is an error, not a silent no-op
-    with pytest.raises(train.NonFiniteLossError, match="every one of the .* steps .* was skipped") as again:
+    with pytest.raises(train.NonFiniteLossError, match=r"every one of the .* steps .* was skipped") as again:
         run(step, last, x * 10, targets, epochs=1, on_nonfinite="skip")
     chex.assert_tree_all_finite(again.value.state.params)
     assert again.value.history["skipped"] == 10 - int(last.step) % 10
