@@ -17,6 +17,7 @@ outputs and gradients never share memory with its inputs, params or ``dy`` (prim
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from funcnet import initializers, ops, random
 from funcnet._arguments import positive_int
-from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, numpy_dtype, reduce_sum
 
 
 class Layer(NamedTuple):
@@ -148,6 +149,10 @@ def _check_real(name: str, x: Any) -> None:
 
 
 _PARAM_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _largest(dtype: Any) -> float:
+    return float(np.finfo(numpy_dtype(dtype)).max)
 
 
 def _check_init_dtype(name: str, dtype: Any) -> None:
@@ -324,7 +329,13 @@ def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None)
     def vjp(params, x, *, rng=None):
         check(x)
         y, pb = fn_vjp(x)
-        return y, lambda dy: ((), pb(dy))
+        shape = tuple(y.shape)
+
+        def pullback(dy):
+            _check_cotangent(name, dy, shape)  # a broadcasting dy would give wrong grads upstream
+            return (), pb(dy)
+
+        return y, pullback
 
     return Layer(init, apply, vjp, stochastic=False, kind=kind)
 
@@ -360,8 +371,9 @@ def Dropout(rate: float) -> Layer:
     rescaling. The mask is a counter-based hash of ``(rng, element index)`` computed by the input's
     backend, so one key gives the same mask on NumPy, cupy, jax (traced too) and array_api_strict.
     """
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout: rate (probability of dropping) must be in [0, 1), got {rate!r}")
+    rate = float(rate)
     name = f"Dropout({rate})"
     keep = 1.0 - rate
 
@@ -370,6 +382,9 @@ def Dropout(rate: float) -> Layer:
 
     def _scale(x, rng):
         xp = namespace(x)
+        if 1.0 / keep > _largest(x.dtype):
+            raise ValueError(f"{name}: the scale of kept values, 1 / (1 - rate) = {1.0 / keep:.3g}, "
+                             f"overflows the input's {x.dtype}")
         mask = random.bernoulli(rng, keep, tuple(x.shape), xp=xp)
         # astype, not where(mask, 1 / keep, 0.0): two scalars in where is not Array API
         return xp.astype(mask, x.dtype) * (1.0 / keep)
@@ -383,7 +398,13 @@ def Dropout(rate: float) -> Layer:
         if rng is None or rate == 0.0:
             return _fresh(x), lambda dy: ((), _fresh(dy))
         scale = _scale(x, rng)
-        return x * scale, lambda dy: ((), dy * scale)
+        shape = tuple(x.shape)
+
+        def pullback(dy):
+            _check_cotangent(name, dy, shape)
+            return (), dy * scale
+
+        return x * scale, pullback
 
     return Layer(init, apply, vjp, stochastic=rate > 0.0, kind="dropout")
 
@@ -402,7 +423,14 @@ def Flatten() -> Layer:
     def vjp(params, x, *, rng=None):
         xp = namespace(x)
         shape = x.shape
-        return apply(params, x), lambda dy: ((), xp.reshape(_fresh(dy), shape))
+        y = apply(params, x)
+        y_shape = tuple(y.shape)
+
+        def pullback(dy):
+            _check_cotangent("Flatten", dy, y_shape)
+            return (), xp.reshape(_fresh(dy), shape)
+
+        return y, pullback
 
     return Layer(init, apply, vjp, stochastic=False, kind="flatten")
 

@@ -83,6 +83,14 @@ def _folder() -> str:
     return tempfile.mkdtemp(dir=_TMP.name)
 
 
+def _fitted_trainer() -> Any:
+    from funcnet import Trainer
+
+    trainer = Trainer(MODEL, SGD)
+    trainer.fit(DATA_X, DATA_T, 1, 8, log=False, progress=False)
+    return trainer
+
+
 def _save(tree_: Any) -> str:
     path = os.path.join(_folder(), "c.safetensors")
     checkpoint.save(path, tree_)
@@ -350,6 +358,53 @@ RAISES = [
     case("evaluate NaN rows in one-hot targets",
          lambda: train.evaluate(MODEL, STATE.params, DATA_X, np.full((40, 3), np.nan, np.float32)),
          ValueError, r"evaluate: t contains NaN"),
+    # found by a red-team pass over this release
+    case("TrainStep a gradient transformation as the optimizer",
+         lambda: train.TrainStep(MODEL, losses.softmax_cross_entropy, optim.clip(1.0)),
+         TypeError, r"TrainStep: optimizer is a gradient transformation.*optim\.chain\(transform, optim\.sgd"),
+    case("fit every step skipped", lambda: train.fit(STEP, STATE, np.full((40, 2), np.nan, np.float32), DATA_T,
+                                                     validate=False, on_nonfinite="skip", **FIT),
+         train.NonFiniteLossError, r"every one of the 5 steps had a NaN or infinite loss and was skipped"),
+    case("fit a step that returns no metrics", lambda: train.fit(lambda s, b: STEP(s, b)[0], STATE, DATA_X, DATA_T,
+                                                                 **FIT),
+         TypeError, r"fit: step must return \(TrainState, \{'loss': scalar, \.\.\.\}\), got TrainState"),
+    case("fit callback not callable", lambda: train.fit(STEP, STATE, DATA_X, DATA_T, callback=5, **FIT),
+         TypeError, r"fit: callback must be a function of \(state, metrics\) or None, got int"),
+    case("fit NaN params with validate=False",
+         lambda: train.fit(STEP, STATE._replace(params=tree.map(lambda a: a * np.nan, STATE.params)), DATA_X,
+                           DATA_T, validate=False, **FIT),
+         train.NonFiniteLossError, r"params/0/W holds NaN or infinite values in the state fit was given"),
+    case("fit x of 3 dims for a 2-d model", lambda: train.fit(STEP, STATE, DATA_X[:, :, None], DATA_T, **FIT),
+         ValueError, r"fit: examples of shape \(2, 1\) \(x is \(40, 2, 1\)\) do not fit the model"),
+    case("evaluate NaN x", lambda: train.evaluate(MODEL, STATE.params, np.full((4, 2), np.nan), LABELS),
+         ValueError, r"evaluate: the model's outputs are NaN or infinite"),
+    case("evaluate a optimizer as the loss", lambda: train.evaluate(MODEL, STATE.params, X, LABELS, loss=SGD),
+         TypeError, r"evaluate: loss must be a Loss with value and vjp"),
+    case("init_state big-endian dtype", lambda: train.init_state(MODEL, SGD, KEY, (2,), dtype=">f4"),
+         TypeError, r"params dtype must be a float type \(float16/32/64, native byte order\), got >f4"),
+    case("init_state longdouble", lambda: train.init_state(MODEL, SGD, KEY, (2,), dtype="longdouble"),
+         TypeError, r"params dtype must be a float type"),
+    case("sgd lr finite in float64 but not in float32", lambda: optim.sgd(1e39).update(PARAMS, GRADS,
+                                                                                        optim.sgd(1e39).init(PARAMS)),
+         ValueError, r"sgd: lr 1e\+39 is not finite in the params' float32"),
+    case("a schedule returning None", lambda: optim.sgd(lambda c: None).update(PARAMS, GRADS, SGD.init(PARAMS)),
+         TypeError, r"sgd: the lr schedule returned NoneType None at step 0; it must return a real number"),
+    case("accumulate grads of another shape",
+         lambda: optim.accumulate(1, SGD).update(PARAMS, {"W": GRADS["W"][:1], "b": GRADS["b"]},
+                                                 optim.accumulate(1, SGD).init(PARAMS)),
+         ValueError, r"accumulate.update: grads leaf 'W' has shape \(1, 3\), expected the param's shape \(2, 3\)"),
+    case("Sigmoid pullback a broadcasting dy", lambda: layers.Sigmoid().vjp((), X)[1](np.ones((1, 2), np.float32)),
+         ValueError, r"Sigmoid: the pullback's dy should have the output's shape \(4, 2\), got \(1, 2\)"),
+    case("serial Affine then Dropout a broadcasting dy",
+         lambda: layers.serial(layers.Affine(3), layers.Dropout(0.5)).vjp(
+             layers.serial(layers.Affine(3), layers.Dropout(0.5)).init(KEY, (2,))[1], X, rng=KEY)[1](
+             np.ones((1, 3), np.float32)),
+         ValueError, r"serial layer 1: Dropout\(0.5\): the pullback's dy should have the output's shape"),
+    case("Dropout float16 scale overflow", lambda: layers.Dropout(0.99999).apply((), X.astype(np.float16), rng=KEY),
+         ValueError, r"Dropout\(0.99999\): the scale of kept values, 1 / \(1 - rate\) = 1e\+05, overflows"),
+    case("Trainer.save metadata key of Trainer's own",
+         lambda: _fitted_trainer().save(os.path.join(_folder(), "t"), metadata={"trainer.in_shape": "[9]"}),
+         ValueError, r"Trainer.save: metadata keys starting with 'trainer.' are Trainer's own"),
     case("predict x of another width", lambda: train.predict(MODEL, STATE.params, np.ones((4, 3), np.float32)),
          ValueError, r"serial layer 0: Affine\(4\): expected input of shape \(N, 2\), got \(4, 3\)"),
     case("predict empty x", lambda: train.predict(MODEL, STATE.params, DATA_X[:0]),
@@ -625,6 +680,19 @@ def _fit_accepts_numpy_ints_for_every_count():
     assert state.step == 5 and history["step"] == [5]
 
 
+def _dropout_accepts_a_numpy_float_rate():
+    assert layers.Dropout(np.float32(0.5)).apply((), X, rng=KEY).shape == X.shape
+
+
+def _skip_counts_the_dropped_steps():
+    bad = DATA_X.copy()
+    bad[:8] = np.nan  # some batches hold a NaN row, others not
+    state, history = train.fit(STEP, STATE, bad, DATA_T, validate=False, on_nonfinite="skip", epochs=2,
+                               batch_size=8, progress=False)
+    assert 0 < history["skipped"] < 10 and state.step == 10
+    assert train.nonfinite_leaf(state) is None
+
+
 def _accuracy_of_a_label_column_and_of_a_binary_model():
     assert train.accuracy(LOGITS, LABELS[:, None]) == train.accuracy(LOGITS, LABELS)
     assert train.accuracy(LOGITS, LABELS[:, None].astype(np.int8)) == train.accuracy(LOGITS, LABELS)
@@ -665,6 +733,8 @@ HANDLED = [
                  id="sce pullback: NumPy float64 dloss keeps float32"),
     pytest.param(_fit_accepts_numpy_ints_for_every_count, id="fit: NumPy integers for epochs, batch_size, eval_interval"),
     pytest.param(_accuracy_of_a_label_column_and_of_a_binary_model, id="accuracy: (N, 1) labels, one-logit models"),
+    pytest.param(_dropout_accepts_a_numpy_float_rate, id="Dropout: a NumPy float rate"),
+    pytest.param(_skip_counts_the_dropped_steps, id="fit: skip counts the dropped steps"),
 ]
 
 

@@ -10,7 +10,7 @@ from funcnet import tree
 from funcnet._arguments import positive_int
 from funcnet.backend import namespace
 from funcnet.optim.base import Optimizer, _host_count
-from funcnet.optim.rules import _is_half, _namespace
+from funcnet.optim.rules import _is_half, _leaf_error, _namespace
 
 __all__ = ["AccumulateState", "accumulate"]
 
@@ -86,6 +86,13 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         tree.assert_same_structure(params, grads, f"{name}.update: grads")
         t, next_step = _host_count(state.mini_step)
         g_leaves, spec = tree.flatten(grads)
+        p_leaves = tree.leaves(params)
+        try:  # the wrapped optimizer would see only the mean: check grads against params here
+            mismatch = any(p.shape != g.shape or p.dtype != g.dtype for p, g in zip(p_leaves, g_leaves, strict=True))
+        except AttributeError:
+            mismatch = True
+        if mismatch:
+            raise _leaf_error(name, params, p_leaves, g_leaves)
         m_leaves = tree.leaves(state.grad_mean)
         if len(m_leaves) != len(g_leaves):
             tree.assert_same_structure(params, state.grad_mean, f"{name}.update: state.grad_mean")

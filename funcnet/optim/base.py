@@ -163,10 +163,19 @@ def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
             raise TypeError(f"{name}: lr must be a number or a schedule (a function of the step count), "
                             f"got {type(lr).__name__}")
         value = real_number(name, "lr", lr)
-        return lambda count, xp, dtype: value
+
+        def constant(count, xp, dtype):
+            if value > _largest(dtype):  # 1e39 is a finite float64 but an inf for float32 params
+                raise ValueError(f"{name}: lr {value} is not finite in the params' {numpy_dtype(dtype)}")
+            return value
+
+        return constant
 
     def at(count, xp, dtype):
         value = lr(count)
+        if not hasattr(value, "dtype") and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"{name}: the lr schedule returned {type(value).__name__} {value!r:.40} at step "
+                            f"{count if isinstance(count, int) else 'count'}; it must return a real number")
         if is_traced(value) or not _is_host(value):
             return value if value.dtype == dtype else xp.astype(value, dtype)
         value = float(value)  # a Python float cannot promote float32 params
