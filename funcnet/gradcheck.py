@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from funcnet import tree
+from funcnet._arguments import real_number
 from funcnet.backend import to_numpy
 
 __all__ = ["GradientCheckError", "check_layer", "check_loss", "check_primitive", "check_vjp", "relative_error"]
@@ -135,6 +136,7 @@ def check_vjp(fn: Callable[..., Any], vjp_fn: Callable[..., Any], args: tuple[An
         ...
         funcnet.gradcheck.GradientCheckError: gradient check failed at x: relative error 1 > 1e-06
     """
+    real_number("gradcheck", "eps", eps, open_low=True)  # 0 would divide by zero, a negative flip signs
     args = tuple(_as_float64(a) for a in args)
     names = names or tuple(f"arg{i}" for i in range(len(args)))
     y, pullback = vjp_fn(*args)

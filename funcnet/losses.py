@@ -90,8 +90,13 @@ def _class_targets(name: str, logits: Any, targets: Any) -> bool:
     n = _batch_size(name, logits)
     if logits.ndim != 2:
         raise ValueError(f"{name}: logits must have shape (N, C), got {tuple(logits.shape)}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name}: logits have no classes (shape {tuple(logits.shape)}); C must be >= 1")
     _check_targets_array(name, targets)
     shape = tuple(targets.shape)
+    if shape == (n, 1) and logits.shape[1] != 1 and is_integer(targets.dtype):
+        raise ValueError(f"{name}: labels must have shape ({n},), got a column of shape {shape} "
+                         "(pass t[:, 0] or t.reshape(-1))")
     if shape == (n,):
         if not is_integer(targets.dtype):
             raise TypeError(

@@ -53,13 +53,14 @@ def _mix64(z: int) -> int:
 
 def _is_host(x: Any) -> bool:
     """A NumPy array or scalar, a Python int, or a plain sequence: hashed with Python ints."""
-    return isinstance(x, np.ndarray | np.generic | int | list | tuple)
+    return isinstance(x, np.ndarray | np.generic | int | list | tuple) or not hasattr(x, "dtype")
 
 
 def _as_int(key: Key) -> int:
     key = np.asarray(key)
     if key.shape != (2,) or key.dtype != np.uint32:
-        raise TypeError(f"a key is a uint32 array of shape (2,), got {key.dtype} {key.shape}")
+        got = f"{key.dtype} {key.shape}" if key.dtype != object else type(key.reshape(-1)[0]).__name__
+        raise TypeError(f"a key is a uint32 array of shape (2,), got {got} (make one with random.key(seed))")
     hi, lo = int(key[0]), int(key[1])
     return (hi << 32) | lo
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from funcnet._arguments import positive_int, real_number
-from funcnet.backend import namespace
+from funcnet.backend import is_integer, namespace
 
 Schedule = Callable[[Any], Any]
 
@@ -37,6 +37,9 @@ def _float_count(count: Any) -> tuple[Any, Any]:
     """``(xp, t)``: the count as a float, a Python float for an int, else float32 of its backend."""
     if isinstance(count, int | np.integer):
         return _PYTHON_MATH, float(count)
+    if not hasattr(count, "dtype") or not is_integer(count.dtype):
+        raise TypeError(f"a schedule is a function of the step count, an int or an integer array; "
+                        f"got {type(count).__name__} {count!r:.40}")
     xp = namespace(count)
     return xp, xp.astype(count, xp.float32)
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from conftest import readonly
 
-from funcnet import backend, checkpoint, layers, losses, optim, random, schedules, train, tree
+from funcnet import backend, checkpoint, gradcheck, layers, losses, optim, random, schedules, train, tree
 from funcnet.models import TwoLayerNet
 
 # --- the material the cases are made of (small, built once at import) -----------------------
@@ -405,6 +405,16 @@ RAISES = [
     case("Trainer.save metadata key of Trainer's own",
          lambda: _fitted_trainer().save(os.path.join(_folder(), "t"), metadata={"trainer.in_shape": "[9]"}),
          ValueError, r"Trainer.save: metadata keys starting with 'trainer.' are Trainer's own"),
+    case("init_state key None", lambda: train.init_state(MODEL, SGD, None, (2,)),
+         TypeError, r"a key is a uint32 array of shape \(2,\), got NoneType \(make one with random\.key\(seed\)\)"),
+    case("sce.value labels as a column", lambda: losses.softmax_cross_entropy.value(LOGITS, LABELS[:, None]),
+         ValueError, r"softmax_cross_entropy: labels must have shape \(4,\), got a column of shape \(4, 1\)"),
+    case("sce.value logits with no classes", lambda: losses.softmax_cross_entropy.value(LOGITS[:, :0], LABELS),
+         ValueError, r"softmax_cross_entropy: logits have no classes \(shape \(4, 0\)\); C must be >= 1"),
+    case("gradcheck eps 0", lambda: gradcheck.check_layer(AFFINE, AFFINE_P, X, eps=0),
+         ValueError, r"gradcheck: eps must be a finite number > 0.0, got 0"),
+    case("a schedule called with a float count", lambda: schedules.warmup(schedules.cosine_decay(0.1, 10), 3)(2.5),
+         TypeError, r"a schedule is a function of the step count, an int or an integer array; got float 2.5"),
     case("predict x of another width", lambda: train.predict(MODEL, STATE.params, np.ones((4, 3), np.float32)),
          ValueError, r"serial layer 0: Affine\(4\): expected input of shape \(N, 2\), got \(4, 3\)"),
     case("predict empty x", lambda: train.predict(MODEL, STATE.params, DATA_X[:0]),
