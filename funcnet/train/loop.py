@@ -44,24 +44,24 @@ def nonfinite_leaf(state: TrainState) -> str | None:
         >>> nonfinite_leaf(TrainState({"W": np.array([1.0, np.inf])}, (), None, 0))
         'params/W'
     """
-    floats = [(path, leaf) for path, leaf in tree.leaves_with_paths(
-        {"params": state.params, "opt_state": state.opt_state}) if hasattr(leaf, "dtype") and is_floating(leaf.dtype)]
+    both = {"params": state.params, "opt_state": state.opt_state}
+    floats = [leaf for leaf in tree.leaves(both) if hasattr(leaf, "dtype") and is_floating(leaf.dtype)]
     if not floats:
         return None
     # one number read back for the whole state: a NaN or inf in any leaf makes the sum of sums
     # non-finite, and the sums allocate nothing; only then (or when a sum merely overflowed) are
-    # the leaves tested one by one, element by element
+    # the leaves tested one by one, element by element, and their paths worked out
     with np.errstate(over="ignore", invalid="ignore"):
-        sums = [reduce_sum(namespace(leaf), leaf) for _, leaf in floats]
-        total = sums[0]
-        for partial in sums[1:]:
-            total = total + partial
+        total = reduce_sum(namespace(floats[0]), floats[0])
+        for leaf in floats[1:]:
+            total = total + reduce_sum(namespace(leaf), leaf)
         if math.isfinite(float(total)):
             return None
-    for path, leaf in floats:
-        xp = namespace(leaf)
-        if not bool(xp.all(xp.isfinite(leaf))):
-            return path
+    for path, leaf in tree.leaves_with_paths(both):
+        if hasattr(leaf, "dtype") and is_floating(leaf.dtype):
+            xp = namespace(leaf)
+            if not bool(xp.all(xp.isfinite(leaf))):
+                return path
     return None
 
 
