@@ -383,7 +383,11 @@ def test_state_holds_a_count_and_trees_shaped_like_params():
     chex.assert_trees_all_equal(state.second_moment, tree.zeros_like(params))
     h = optim.adagrad(0.1, initial_accumulator_value=0.1).init(params).sum_of_squares
     chex.assert_trees_all_close(h, tree.map(lambda x: np.full_like(x, 0.1), params))
-    assert optim.Optimizer._fields == ("init", "update")  # a plain NamedTuple of two functions
+    # a NamedTuple of two functions, and what the built-ins are: one rule applied leaf by leaf
+    assert optim.Optimizer._fields == ("init", "update", "leafwise")
+    opt = optim.adam()
+    assert opt.leafwise.update is opt.update and opt.leafwise.state_type is optim.AdamState
+    assert optim.chain(optim.clip(1.0), opt).leafwise is None and optim.with_clipping(opt, 1.0).leafwise is None
 
 
 def test_update_writes_nothing():

@@ -9,7 +9,7 @@ import pytest
 import test_bad_input as bad
 from conftest import OPTIMIZER_SETUPS, backend_or_skip
 
-from funcnet import layers, losses, optim, random, train, tree
+from funcnet import datasets, layers, losses, optim, random, train, tree
 from funcnet.models import TwoLayerNet
 from funcnet.train.plan import plan_runs
 
@@ -287,3 +287,21 @@ def test_the_cache_is_bounded_and_not_part_of_the_value():
         step(state, _batches(n, 4, 3, "float32", False, count=1)[0])
     assert len(step._plans) <= 10
     assert "_plans" not in repr(step)
+
+
+def test_a_replaced_update_is_used_by_the_plan_not_the_lifted_rule():
+    # Optimizer.leafwise describes from_rule's own update; after _replace(update=...) the plan
+    # must call the new update (here: one that never moves the params)
+    x, t = datasets.spiral.load_data()
+    x = x.astype(np.float32)
+    opt = optim.sgd(1.0)
+    frozen = opt._replace(update=lambda params, grads, state: (params, state._replace(count=state.count + 1)))
+    model = TwoLayerNet(2, 10, 3)
+    step = train.TrainStep(model, losses.softmax_cross_entropy, frozen)
+    state = train.init_state(model, frozen, random.key(0), (2,))
+    start = state.params
+    for _ in range(3):
+        state, _ = step(state, (x[:30], t[:30]))
+    assert plan_runs(step) == 2
+    for a, b in zip(tree.leaves(state.params), tree.leaves(start), strict=True):
+        assert np.array_equal(a, b)

@@ -30,7 +30,7 @@ ValueError naming the optimizer, the value and the step), never where it is trac
 """
 
 from funcnet.optim.accumulate import AccumulateState, accumulate
-from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, bias_correction
+from funcnet.optim.base import GradientTransform, Leafwise, LearningRate, Optimizer, Step, bias_correction
 from funcnet.optim.interop import from_optax
 from funcnet.optim.optimizers import (
     SGD,
@@ -73,7 +73,7 @@ from funcnet.optim.transforms import (
 
 __all__ = [
     "SGD", "AccumulateState", "AdaGrad", "AdaGradState", "Adam", "AdamState", "ChainState", "GradientTransform",
-    "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
+    "Leafwise", "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
     "RMSprop", "RMSpropState", "SGDState", "ScaleByAdamState", "ScaleByScheduleState", "Step", "accumulate",
     "adagrad", "adam", "adam_direction", "adamw", "add_decayed_weights", "bias_correction", "chain", "clip",
     "clip_by_global_norm", "clip_grads", "from_optax", "from_rule", "momentum", "nesterov", "rmsprop",

@@ -22,10 +22,28 @@ from funcnet._arguments import real_number
 from funcnet.backend import is_traced, numpy_dtype
 from funcnet.schedules import Schedule
 
-__all__ = ["GradientTransform", "LearningRate", "Optimizer", "Step", "bias_correction"]
+__all__ = ["GradientTransform", "Leafwise", "LearningRate", "Optimizer", "Step", "bias_correction"]
 
 Tree = Any
 LearningRate = float | Schedule
+
+
+class Leafwise(NamedTuple):
+    """How an optimizer made by `from_rule` updates one leaf: what a fused step needs to run the
+    very same update without walking trees (the NumPy step plans of `funcnet.train`).
+
+    Attributes:
+        rule: the per-leaf rule (``rule(step) -> leaf(p, g, *slots)``).
+        lr_at: ``lr_at(count, xp, dtype)``, the checked learning rate of a step.
+        state_type: the optimizer state's NamedTuple type (``count``, then the slots).
+        update: the lifter's own ``update``; the rule stands for the optimizer only while the
+            optimizer's ``update`` is this one (a ``_replace``'d update is used as it is).
+    """
+
+    rule: Callable[[Any], Callable[..., tuple[Any, ...]]]
+    lr_at: Callable[[Any, Any, Any], Any]
+    state_type: type
+    update: Callable[[Tree, Tree, Any], tuple[Tree, Any]]
 
 
 class Optimizer(NamedTuple):
@@ -45,6 +63,7 @@ class Optimizer(NamedTuple):
 
     init: Callable[[Tree], Any]
     update: Callable[[Tree, Tree, Any], tuple[Tree, Any]]
+    leafwise: Leafwise | None = None  # set by from_rule: the update is one rule applied leaf by leaf
 
 
 class GradientTransform(NamedTuple):

@@ -23,7 +23,15 @@ import numpy as np
 from funcnet import tree
 from funcnet._arguments import real_number
 from funcnet.backend import is_floating, namespace, numpy_dtype
-from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, _host_count, _learning_rate
+from funcnet.optim.base import (
+    GradientTransform,
+    Leafwise,
+    LearningRate,
+    Optimizer,
+    Step,
+    _host_count,
+    _learning_rate,
+)
 
 __all__ = ["from_rule", "state_type", "transform_from_rule"]
 
@@ -105,7 +113,9 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
         >>> p["w"].tolist(), type(state).__name__
         ([0.9, 1.1], 'SignSgdState')
     """
-    return Optimizer(*_lift(name, rule, _learning_rate(name, lr), slots, state_name, state_doc))
+    lr_at = _learning_rate(name, lr)
+    init, update, state_cls = _lift(name, rule, lr_at, slots, state_name, state_doc)
+    return Optimizer(init, update, Leafwise(rule, lr_at, state_cls, update))
 
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,
@@ -137,7 +147,7 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
         >>> g["w"].tolist(), int(state.count)
         ([2.0], 2)
     """
-    init, update = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc)
+    init, update, _ = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc)
 
     def transform_update(grads, state, params):
         if params is None:
@@ -210,7 +220,7 @@ def _mixed(xp: Any, leaf: LeafRule, p: Any, g: Any, *slots: Any) -> tuple[Any, .
 
 
 def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: Mapping[str, float] | None,
-          state_name: str | None, state_doc: str | None) -> tuple[Callable, Callable]:
+          state_name: str | None, state_doc: str | None) -> tuple[Callable, Callable, type]:
     slots = dict(slots or {})
     slot_inits = tuple(real_number(name, f"the initial value of slot {k!r}", v, -np.inf) for k, v in slots.items())
     camel = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
@@ -286,4 +296,4 @@ def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: M
         columns = [tree.unflatten(spec, list(column)) for column in zip(*new, strict=True)]
         return columns[0], state_cls(next_count, *columns[1:])
 
-    return init, update
+    return init, update, state_cls

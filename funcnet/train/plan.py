@@ -28,6 +28,7 @@ from funcnet import ops
 from funcnet.backend import IN_PLACE_MIN_SIZE
 from funcnet.layers import Layer
 from funcnet.losses import softmax_cross_entropy
+from funcnet.optim.base import Step, _host_count
 from funcnet.train.state import TrainState
 
 __all__ = ["MAX_PLANS", "Plan", "build_plan", "plan_key", "plan_runs"]
@@ -46,7 +47,7 @@ _AFFINE, _MATMUL, _SIGMOID, _RELU, _TANH, _BIG = 0, 1, 2, 3, 4, 5  # _BIG: an ac
 
 
 class Plan:
-    """One batch signature's fused step: ``plan(state, x, t) -> (grads, loss)``, or None to fall back.
+    """One batch signature's fused step: ``plan(state, x, t) -> (params, opt_state, loss)``, or None.
 
     Attributes:
         runs: how many calls the plan has answered (the guard admitted them); tests read it to
@@ -103,13 +104,15 @@ def _layers(model: Layer) -> tuple[tuple[Layer, ...], bool] | None:
     return tuple(model.sublayers), False
 
 
-def build_plan(cache: dict, model: Layer, loss: Any, state: Any, x: Any, t: Any) -> Plan | None:
+def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any, x: Any, t: Any) -> Plan | None:
     """A plan for ``(state, (x, t))``, a batch the checked step has just run, or None.
 
     Args:
         cache: the step's plan cache (its model entry is filled on first use).
         model: the step's model.
         loss: the step's loss.
+        optimizer: the step's optimizer (its per-leaf rule is run in place of its update where it
+            has one; otherwise its update is called as it is).
         state: the state the checked step was given.
         x: the batch's inputs (NumPy).
         t: the batch's targets (NumPy).
@@ -160,12 +163,89 @@ def build_plan(cache: dict, model: Layer, loss: Any, state: Any, x: Any, t: Any)
         labels = False
         if t.shape != (n, c):
             return None
+    dense_keys = tuple(_DENSE.get(layer.kind) for layer in layers)
+    update = _flat_update(optimizer, state.opt_state, dense_keys, tuple(shapes), bare, dt)
+    if update is None:
+        update = _tree_update(optimizer.update, bare)
     run = _kernel(tuple(codes), tuple(shapes), bare, dt, n, c, labels, t.dtype,
-                  type(state.opt_state), layers[0].skips_input_grad)
+                  type(state.opt_state), layers[0].skips_input_grad, update)
     return Plan(run)
 
 
-def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips):
+def _tree_update(update: Any, bare: bool) -> Any:
+    """The optimizer's own ``update`` (all its checks), on the plan's per-layer grads."""
+
+    def run(state, per_layer, grads):
+        return update(state.params, grads[0] if bare else tuple(grads), state.opt_state)
+
+    return run
+
+
+def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tuple, bare: bool, dt: Any) -> Any:
+    """The update of an optimizer made by ``optim.from_rule``, run leaf by leaf on the plan's
+    layers: the same rule, the same step scalars, the same leaf function as its ``update`` calls,
+    so the same bits, without flattening and rebuilding three trees. None where that does not
+    hold: no rule, an ``update`` replaced after the rule was lifted, float16 (mixed precision
+    takes the checked update), another state type."""
+    leafwise = getattr(optimizer, "leafwise", None)
+    if (leafwise is None or optimizer.update is not leafwise.update or dt == np.float16
+            or type(opt_state) is not leafwise.state_type):
+        return None
+    rule, lr_at, state_type = leafwise.rule, leafwise.lr_at, leafwise.state_type
+    n_slots = len(state_type._fields) - 1
+    depth = len(dense_keys)
+
+    def slots_fit(slot_layers):
+        for layers_ in slot_layers:
+            if type(layers_) is not tuple or len(layers_) != depth:
+                return False
+            for p, keys, shape in zip(layers_, dense_keys, shapes, strict=True):
+                if keys is None:
+                    if type(p) is not tuple or p:
+                        return False
+                    continue
+                if type(p) is not dict or len(p) != len(keys):
+                    return False
+                for k, sh in zip(keys, shape, strict=True):
+                    a = p.get(k)
+                    if type(a) is not np.ndarray or a.shape != sh or a.dtype != dt:
+                        return False
+        return True
+
+    def run(state, per_layer, grads):
+        opt_state = state.opt_state
+        slot_layers = tuple((tree_,) if bare else tree_ for tree_ in opt_state[1:])
+        if not slots_fit(slot_layers):  # the optimizer's own update names what is wrong
+            return _tree_update(optimizer.update, bare)(state, per_layer, grads)
+        t, next_count = _host_count(opt_state.count)
+        leaf = rule(Step(np, t, lr_at(t, np, dt), dt))
+        new_params = []
+        new_slots = [[] for _ in range(n_slots)]
+        for i, keys in enumerate(dense_keys):
+            if keys is None:
+                new_params.append(())
+                for column in new_slots:
+                    column.append(())
+                continue
+            p, g = per_layer[i], grads[i]
+            layer_params = {}
+            layer_slots = [{} for _ in range(n_slots)]
+            for k in keys:
+                out = leaf(p[k], g[k], *[slot[i][k] for slot in slot_layers])
+                layer_params[k] = out[0]
+                for j in range(n_slots):
+                    layer_slots[j][k] = out[j + 1]
+            new_params.append(layer_params)
+            for column, layer_slot in zip(new_slots, layer_slots, strict=True):
+                column.append(layer_slot)
+        if bare:
+            return new_params[0], state_type(next_count, *[column[0] for column in new_slots])
+        return tuple(new_params), state_type(next_count, *[tuple(column) for column in new_slots])
+
+    return run
+
+
+def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips, update):
     """The fused step of one batch signature (see the module docstring)."""
     depth = len(codes)
     scalar = np.dtype(dt).type
@@ -278,6 +358,7 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
                     dy = multiply(dy, subtract(one, multiply(y, y)))
                 else:
                     dy = saved[i](dy)
-        return (grads[0] if bare else tuple(grads)), value
+        params, opt_state = update(state, per_layer, grads)
+        return params, opt_state, value
 
     return run

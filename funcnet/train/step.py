@@ -64,13 +64,12 @@ class TrainStep:
                 if plan:
                     out = plan(state, x, t)
                     if out is not None:
-                        grads, value = out
-                        params, opt_state = self.optimizer.update(state.params, grads, state.opt_state)
+                        params, opt_state, value = out
                         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), \
                             {"loss": value}
                 result = self._checked(state, batch)
                 if plan is False and len(plans) <= MAX_PLANS:  # a new signature: plan it (None: cannot)
-                    plans[key] = build_plan(plans, self.model, self.loss, state, x, t)
+                    plans[key] = build_plan(plans, self.model, self.loss, self.optimizer, state, x, t)
                 return result
         return self._checked(state, batch)
 
