@@ -23,7 +23,7 @@ from pathlib import Path
 import _common
 import numpy as np
 
-from funcnet import SoftmaxWithLoss, backend, checkpoint, optim, plot, random, train, tree
+from funcnet import SoftmaxWithLoss, backend, checkpoint, io, optim, plot, random, train, tree
 from funcnet.datasets import spiral
 from funcnet.models import TwoLayerNet
 
@@ -42,6 +42,7 @@ STRUCTURE = ("optimizer", "hidden")  # settings that shape the saved state: they
 EVAL_INTERVAL = 10
 LOSSES_KEY = "train_spiral.losses"  # the loss history so far, kept in a checkpoint's metadata
 CONFIG_KEY = "train_spiral.config"
+OUTPUTS = ("spiral_loss.png", "spiral_decision_boundary.png", "spiral_summary.json")  # written into --out
 
 
 def positive_float(text: str) -> float:
@@ -101,6 +102,19 @@ def check_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             p.error(f"argument --checkpoint: cannot create the folder {args.checkpoint.parent} ({err.strerror})")
+        check_destination(p, "--checkpoint", args.checkpoint, "checkpoint")
+    for name in OUTPUTS:  # the run's files, before the run: a FIFO or a folder there is found now
+        check_destination(p, "--out", args.out / name, "summary" if name.endswith(".json") else "figure")
+
+
+def check_destination(p: argparse.ArgumentParser, option: str, path: Path, what: str) -> None:
+    """A one-line error (exit 2) when ``path`` could not be written at the end of the run."""
+    try:
+        io.check_destination(path, what=what)
+    except OSError as err:
+        p.error(f"argument {option}: {err.strerror or err}: {err.filename or path}")
+    except ValueError as err:  # a FIFO, a device, a socket: the message names the path
+        p.error(f"argument {option}: {err}")
 
 
 def config(args: argparse.Namespace) -> dict:
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                "epochs": int(state.epoch), "wall_time": wall, "losses": losses, "backend": args.backend,
                "params_size": tree.size(state.params), **config(args)}
     summary_path = args.out / "spiral_summary.json"
-    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    io.write_atomic(summary_path, (json.dumps(summary, indent=1) + "\n").encode(), what="summary")
     _common.saved(summary_path)
     return 130 if interrupted else 0  # the shell's status for Ctrl-C: the run was cut short
 

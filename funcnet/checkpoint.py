@@ -35,7 +35,7 @@ import safetensors
 import safetensors.numpy
 
 from funcnet import backend, tree
-from funcnet.io import file_kind, write_atomic
+from funcnet.io import file_kind, fs_path, write_atomic
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "read_metadata", "save"]
 
@@ -89,7 +89,7 @@ class _Entry(NamedTuple):
 
 
 def save(
-    path: str | os.PathLike[str],
+    path: str | bytes | os.PathLike[Any],
     tree_: Any,
     *,
     dtype: Any = None,
@@ -99,16 +99,17 @@ def save(
 
     Args:
         path: the file to write: absent, a regular file (replaced whole) or a link to one
-            (its target is replaced, the link stays).
+            (its target is replaced, the link stays); str, bytes (as ``os`` takes them) or path-like.
         tree_: a pytree of arrays (any backend) and Python or NumPy scalars.
         dtype: a floating dtype (``"float16"``, ``"float32"``, ``"float64"``) to store the
             floating leaves in; integer and bool leaves keep theirs. None keeps every dtype.
         metadata: text entries for the file's ``__metadata__``; keys may not start with ``funcnet.``.
 
     Raises:
-        TypeError: a leaf that is not an array or scalar of a storable dtype; metadata not str to str.
-        ValueError: two leaves with one path; a value beyond ``dtype``'s range; ``path`` a FIFO,
-            a device or another non-regular file.
+        TypeError: a leaf that is not an array or scalar of a storable dtype; metadata not str to str;
+            ``dtype`` not a dtype at all; ``path`` not str, bytes or path-like.
+        ValueError: two leaves with one path; a value beyond ``dtype``'s range; ``dtype`` not a
+            floating dtype; ``path`` a FIFO, a device or another non-regular file.
         FileNotFoundError: an empty path, or a missing folder.
         IsADirectoryError: ``path`` names a folder.
 
@@ -120,6 +121,7 @@ def save(
         >>> read_metadata(path)["note"]
         'demo'
     """
+    path = fs_path(path, "checkpoint")
     storage = _storage_dtype(dtype)
     user = _checked_metadata(metadata)
     names = tree.paths(tree_)
@@ -129,7 +131,7 @@ def save(
     # The digest covers the header as safetensors lays it out (offsets included) and the data:
     # serialise once to learn the layout, then again with the digest. Metadata does not move data.
     draft = safetensors.numpy.save(arrays, metadata=meta)
-    header, data = _split(draft, str(path))
+    header, data = _split(draft, path)
     blob = _canonical(safetensors.numpy.save(arrays, metadata={**meta, _DIGEST_KEY: _digest(header, data)}))
     length = int.from_bytes(blob[:8], "little")
     if length > _MAX_HEADER:
@@ -153,7 +155,11 @@ def _canonical(blob: bytes) -> bytes:
 def _storage_dtype(dtype: Any) -> np.dtype | None:
     if dtype is None:
         return None
-    storage = np.dtype(dtype)
+    try:
+        storage = np.dtype(dtype)
+    except TypeError:  # NumPy's own message ("data type 'x' not understood") names no argument
+        raise TypeError(f"dtype= must be a floating dtype (float16, float32, float64) or None, got {dtype!r}, "
+                        "which is not a NumPy dtype") from None
     if storage.kind != "f" or storage.newbyteorder("<") not in _CODES:
         raise ValueError(f"dtype= must be a floating dtype (float16, float32, float64), got {dtype!r}")
     return storage
@@ -223,7 +229,7 @@ def _digest(header: dict[str, Any], data: bytes | memoryview) -> str:
 # ---------------------------------------------------------------------------------- load
 
 
-def load(path: str | os.PathLike[str], like: Any) -> Any:
+def load(path: str | bytes | os.PathLike[Any], like: Any) -> Any:
     """The tree saved at ``path``, in ``like``'s structure, dtypes and backends.
 
     Args:
@@ -251,7 +257,7 @@ def load(path: str | os.PathLike[str], like: Any) -> Any:
         >>> load(path, like={"W": np.zeros(3, np.float32)})
         {'W': array([0., 1., 2.], dtype=float32)}
     """
-    path = os.fspath(path)
+    path = fs_path(path, "checkpoint")
     blob = _read(path, header_only=False)
     header, data = _split(blob, path)
     arrays = _decode(blob, header, path)
@@ -264,7 +270,7 @@ def load(path: str | os.PathLike[str], like: Any) -> Any:
     return tree.unflatten(spec, restored)
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+def read_metadata(path: str | bytes | os.PathLike[Any]) -> dict[str, str]:
     """The file's ``__metadata__``: the user's entries and funcnet's ``funcnet.*``; reads the header only.
 
     Args:
@@ -285,8 +291,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         >>> sorted(read_metadata(path))
         ['epoch', 'funcnet.format', 'funcnet.sha256', 'funcnet.structure', 'funcnet.version']
     """
-    path = os.fspath(path)
-    header, _ = _split(_read(path, header_only=True), path, header_only=True)
+    path = fs_path(path, "checkpoint")
+    header, _ = _split(_read(path, header_only=True), path)
     return dict(header.get(_METADATA, {}))
 
 
@@ -314,17 +320,19 @@ def _read(path: str, *, header_only: bool) -> bytes:
         return prefix + f.read(min(length, _MAX_HEADER + 1))
 
 
-def _split(blob: bytes, path: str, *, header_only: bool = False) -> tuple[dict[str, Any], memoryview]:
+def _split(blob: bytes, path: str) -> tuple[dict[str, Any], memoryview]:
     """The file's parsed, checked header and its data bytes (a view: no copy)."""
     if len(blob) < 8:
         what = "an empty file" if not blob else f"only {len(blob)} bytes long"
         raise CheckpointError(f"{path} is {what}, not a checkpoint (a safetensors file starts with 8 bytes)")
-    length = int.from_bytes(blob[:8], "little")
-    if length > min(len(blob) - 8, _MAX_HEADER):
-        after = "its header" if header_only else f"the file has {len(blob) - 8} after it"
-        raise CheckpointError(
-            f"{path}: the header length field says {length} bytes but {after}; {_guess_format(blob[:8])}"
-        )
+    length, present = int.from_bytes(blob[:8], "little"), len(blob) - 8
+    # a header-only read stops after _MAX_HEADER + 1 bytes: a shorter blob is where the file ends
+    if length > _MAX_HEADER and present > _MAX_HEADER:
+        raise CheckpointError(f"{path}: the header length field says {length} bytes, more than the {_MAX_HEADER} "
+                              f"a safetensors header may have; {_guess_format(blob[:8])}")
+    if length > present:
+        raise CheckpointError(f"{path}: the header length field says {length} bytes but the file has "
+                              f"{present} after it; {_guess_format(blob[:8])}")
     header = _parsed(blob[8 : 8 + length], path)
     _check_metadata(header.get(_METADATA, {}), path)
     return header, memoryview(blob)[8 + length :]

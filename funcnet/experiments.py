@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import csv
 import functools
 import hashlib
@@ -50,7 +51,9 @@ from funcnet.io import write_atomic
 __all__ = ["Results", "SweepError", "experiment_id", "grid", "run_id", "sweep"]
 
 # 2: records carry the experiment's identity ("experiment_id"); records of 1 are run again
-FORMAT = "funcnet.experiments/2"
+# 3: the identity also covers the plain-data globals the code names and a callable object's class;
+#    records of 2 are run again (their identity was computed without those)
+FORMAT = "funcnet.experiments/3"
 # the columns a sweep adds to a row; configurations and metrics may not use these names
 RESERVED = ("seed", "history", "status", "error", "time", "run")
 
@@ -187,7 +190,9 @@ def _execute(fn: Experiment, config: dict[str, Any], seed: int) -> dict[str, Any
     """
     started = time.perf_counter()
     try:
-        out = fn(dict(config), seed)  # a copy: the function cannot change the sweep's configuration
+        # a deep copy: appending to a list in it changes neither the recorded configuration nor the
+        # configuration the next seed gets (in this process they are the same objects)
+        out = fn(copy.deepcopy(config), seed)
         metrics, history = _checked_output(out, config)
         record = {"status": "ok", "metrics": metrics, "history": history, "error": "", "traceback": ""}
     except Exception as err:
@@ -250,12 +255,18 @@ def experiment_id(fn: Callable) -> str:
     """What identifies an experiment function in an ``out_dir``: 16 hex digits, stable across processes.
 
     The hash covers the function's ``module.qualname``, its code (bytecode, constants and names,
-    not line numbers), its defaults and the values its closure captured; for a
+    not line numbers), its defaults, the values its closure captured and the values of the
+    module globals its code names that are plain data (None, bool, int, float, str, bytes, and
+    tuples, lists and dicts of those: ``SCALE = 100``, a defaults dict); for a
     ``functools.partial`` the wrapped function and the bound arguments; for a bound method its
-    function and object. Two closures of one factory, two partials of one function with other
-    arguments, two lambdas and an edited function are different experiments. Captured values
-    are hashed by value (JSON values, NumPy arrays, functions, and anything else by its pickle);
-    an object that cannot be pickled counts by its type only.
+    function, its object and the object's class; for a callable object its pickle and its
+    class: the code of every method and the plain-data class attributes, along the MRO. Two
+    closures of one factory, two partials of one function with other arguments, two lambdas,
+    an edited function and an edited module constant are different experiments. Captured
+    values are hashed by value (JSON values, NumPy arrays, functions, and anything else by its
+    pickle); an object that cannot be pickled counts by its type only. Not covered: the code of
+    other functions, classes and modules it calls, globals that are not plain data (modules,
+    functions, arrays), and files it reads.
 
     Args:
         fn: the experiment function (any callable).
@@ -298,8 +309,10 @@ def _described(x: Any, seen: dict[int, Any]) -> Any:
     if isinstance(x, functools.partial):
         return {"partial": _describe(x.func, seen), "args": _describe(x.args, seen),
                 "keywords": _describe(x.keywords, seen)}
-    if isinstance(x, types.MethodType):
-        return {"method": _describe(x.__func__, seen), "self": _describe(x.__self__, seen)}
+    if isinstance(x, types.MethodType):  # the class too: the method may call the object's other methods
+        owner = x.__self__ if isinstance(x.__self__, type) else type(x.__self__)
+        return {"method": _describe(x.__func__, seen), "self": _describe(x.__self__, seen),
+                "class": _class(owner, seen)}
     if isinstance(x, types.FunctionType):
         cells = []
         for cell in x.__closure__ or ():
@@ -308,7 +321,8 @@ def _described(x: Any, seen: dict[int, Any]) -> Any:
             except ValueError:  # a cell not yet filled
                 cells.append("<empty>")
         return {"function": _name(x), "code": _code(x.__code__), "defaults": _describe(x.__defaults__, seen),
-                "kwdefaults": _describe(x.__kwdefaults__, seen), "closure": cells}
+                "kwdefaults": _describe(x.__kwdefaults__, seen), "closure": cells,
+                "globals": _globals(x, seen)}
     if isinstance(x, list | tuple):
         return {type(x).__qualname__: [_describe(v, seen) for v in x]}
     if isinstance(x, dict):
@@ -317,9 +331,66 @@ def _described(x: Any, seen: dict[int, Any]) -> Any:
         a = np.asarray(x)
         return {"array": [str(a.dtype), list(a.shape), hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()]}
     try:
-        return {"pickle": [type(x).__qualname__, hashlib.sha256(pickle.dumps(x, protocol=4)).hexdigest()]}
+        described = {"pickle": [type(x).__qualname__, hashlib.sha256(pickle.dumps(x, protocol=4)).hexdigest()]}
     except Exception:  # not picklable: the type is all that can be told
-        return {"object": f"{type(x).__module__}.{type(x).__qualname__}"}
+        described = {"object": f"{type(x).__module__}.{type(x).__qualname__}"}
+    if callable(x) and not isinstance(x, type) and type(x).__module__ != "builtins":
+        described["class"] = _class(type(x), seen)  # a pickle holds the object's state, not its class's code
+    return described
+
+
+def _names_in(code: types.CodeType) -> set[str]:
+    """The global (and attribute) names a code object uses, nested code (lambdas, inner functions) included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_in(const)
+    return names
+
+
+def _globals(fn: types.FunctionType, seen: dict[int, Any]) -> dict[str, Any]:
+    """The module globals ``fn``'s code names whose values are plain data, by value.
+
+    Other globals (modules, functions, classes, arrays) are left out: their code or contents
+    are not part of the identity.
+    """
+    namespace = getattr(fn, "__globals__", None) or {}
+    out = {}
+    for name in sorted(_names_in(fn.__code__)):
+        if name in namespace and _is_plain(namespace[name], set()):
+            out[name] = _describe(namespace[name], seen)
+    return out
+
+
+def _is_plain(x: Any, path: set[int]) -> bool:
+    """Whether ``x`` is plain data: None, bool, int, float, str, bytes, and tuples, lists, dicts of those."""
+    if x is None or isinstance(x, bool | int | float | str | bytes):
+        return True
+    if not isinstance(x, list | tuple | dict) or id(x) in path or len(path) > 100:
+        return False  # a cycle, or nesting beyond reason, is not plain
+    path = path | {id(x)}
+    items = [v for kv in x.items() for v in kv] if isinstance(x, dict) else x
+    return all(_is_plain(v, path) for v in items)
+
+
+def _class(cls: type, seen: dict[int, Any]) -> Any:
+    """A class as its methods' code and its plain-data attributes, along its MRO (builtins left out)."""
+    out = []
+    for klass in cls.__mro__:
+        if klass.__module__ == "builtins":
+            continue
+        members = {}
+        for name, value in sorted(vars(klass).items()):
+            if isinstance(value, staticmethod | classmethod):
+                value = value.__func__
+            if isinstance(value, property):
+                value = [value.fget, value.fset, value.fdel]
+                if all(f is None or isinstance(f, types.FunctionType) for f in value):
+                    members[name] = _describe(value, seen)
+            elif isinstance(value, types.FunctionType) or (not name.startswith("__") and _is_plain(value, set())):
+                members[name] = _describe(value, seen)
+        out.append([f"{klass.__module__}.{klass.__qualname__}", members])
+    return out
 
 
 def _code(code: types.CodeType) -> str:
@@ -547,7 +618,7 @@ def _results(runs: list[_Run], records: dict[int, dict[str, Any]], skipped: int)
     rows = []
     for run in runs:
         rec = records[run.index]
-        rows.append({**run.config, "seed": run.seed, **dict.fromkeys(metrics), **rec["metrics"],
+        rows.append({**copy.deepcopy(run.config), "seed": run.seed, **dict.fromkeys(metrics), **rec["metrics"],
                      "history": rec["history"], "status": rec["status"], "error": rec["error"],
                      "time": rec["time"], "run": run.id})
     config_keys = list(dict.fromkeys(k for run in runs for k in run.config))
@@ -629,7 +700,37 @@ class Results:
         return {k: self._new(rows) for k, rows in out.items()}
 
     def aggregate(self, metric: str) -> list[dict[str, Any]]:
-        """Per configuration, over its successful seeds: n, mean, std (n - 1), min and max of ``metric``."""
+        """Per configuration, over its successful seeds: n, mean, std (n - 1), min and max of ``metric``.
+
+        Args:
+            metric: one of `metrics` whose values are numbers (bools count as 0 and 1), or ``"time"``.
+
+        Returns:
+            One dict per configuration, in first-seen order: its configuration keys and ``n``,
+            ``mean``, ``std``, ``min``, ``max`` (NaN where no seed succeeded).
+
+        Raises:
+            KeyError: the table has no column ``metric`` (the message lists the metrics it has).
+            TypeError: a successful run's ``metric`` is not a number (a list, a str): name it.
+
+        Examples:
+            >>> table = Results([{"lr": 0.1, "seed": 0, "acc": 0.5, "status": "ok"},
+            ...                  {"lr": 0.1, "seed": 1, "acc": 1.0, "status": "ok"}], config_keys=["lr"])
+            >>> table.aggregate("acc")
+            [{'lr': 0.1, 'n': 2, 'mean': 0.75, 'std': 0.3535533905932738, 'min': 0.5, 'max': 1.0}]
+        """
+        if not isinstance(metric, str):
+            raise TypeError(f"aggregate: metric must be a column name (str), got {type(metric).__name__}")
+        if self.rows and metric not in self.metrics and metric != "time":
+            raise KeyError(f"aggregate: the table has no metric {metric!r}; its metrics are "
+                           f"{self.metrics or 'none (no run succeeded)'}")
+        for row in self.ok():
+            value = row.get(metric)
+            if value is not None and not isinstance(value, int | float):
+                raise TypeError(f"aggregate: metric {metric!r} is not a number in run {row.get('run', '?')} "
+                                f"(seed {row.get('seed', '?')}): {type(value).__name__} {value!r:.100}; "
+                                "aggregate averages one number a run (aggregate a list's items as metrics "
+                                "of their own)")
         table = []
         for group in self.groups().values():
             first = group.rows[0]

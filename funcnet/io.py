@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["file_kind", "write_atomic"]
+__all__ = ["check_destination", "file_kind", "fs_path", "write_atomic"]
 
 # The temporary name keeps this many characters of the destination's name: enough to tell
 # whose it is, short enough that a 255-byte destination name still leaves room.
@@ -60,14 +60,78 @@ def file_kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def write_atomic(path: str | os.PathLike[str], chunks: bytes | Iterable[Any], *, what: str = "file") -> None:
+def fs_path(path: str | bytes | os.PathLike[Any], what: str = "file") -> str:
+    """``path`` as a str, the way ``os`` takes paths: str, bytes (decoded as ``os.fsdecode`` does) or path-like.
+
+    Args:
+        path: the path.
+        what: what the file is, in the caller's words, for the error message.
+
+    Returns:
+        The path as text.
+
+    Raises:
+        TypeError: ``path`` is none of these (the message names ``what``).
+
+    Examples:
+        >>> import pathlib
+        >>> fs_path(b"out/c.safetensors"), fs_path(pathlib.Path("out") / "c.safetensors")
+        ('out/c.safetensors', 'out/c.safetensors')
+    """
+    try:
+        return os.fsdecode(path)
+    except TypeError:
+        raise TypeError(f"a {what} path must be str, bytes or os.PathLike, got {type(path).__name__}") from None
+
+
+def check_destination(path: str | bytes | os.PathLike[Any], *, what: str = "file") -> str:
+    """Check, without writing anything, that `write_atomic` could write ``path``; the file it would replace.
+
+    For a program that should refuse a bad output path before hours of work, not after: the same
+    errors as `write_atomic` (an empty path, a folder, a FIFO or device, a missing folder), and a
+    folder that this process may not write into.
+
+    Args:
+        path: the file to be written later.
+        what: what the file is, in the caller's words, for error messages (``"checkpoint"``).
+
+    Returns:
+        The absolute path of the regular file that will be replaced (links followed).
+
+    Raises:
+        FileNotFoundError: ``path`` is empty, or its folder does not exist.
+        IsADirectoryError: ``path`` names a folder.
+        PermissionError: the folder does not take new files from this process.
+        ValueError: ``path`` is a FIFO, a device, a socket or another non-regular file.
+
+    Examples:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> check_destination(os.path.join(folder, "c.safetensors")) == os.path.join(
+        ...     os.path.realpath(folder), "c.safetensors")
+        True
+        >>> check_destination(folder)
+        Traceback (most recent call last):
+        ...
+        IsADirectoryError: [Errno 21] a file path must name a file, not a folder: '...'
+    """
+    user_path = fs_path(path, what)
+    target = _target(user_path, what)
+    folder = os.path.dirname(target)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"the {what}'s folder does not take new files "
+                              f"({os.strerror(errno.EACCES)})", os.path.dirname(os.path.abspath(user_path)))
+    return target
+
+
+def write_atomic(path: str | bytes | os.PathLike[Any], chunks: bytes | Iterable[Any], *, what: str = "file") -> None:
     """Write ``chunks`` to ``path`` atomically: temporary file, flush, fsync, rename, folder fsync.
 
     A symbolic link at ``path`` is written through (its target is replaced, in the target's
     folder). A new file gets the permissions the umask allows; a replaced one keeps its mode.
 
     Args:
-        path: the file to write (absent, a regular file, or a link to either).
+        path: the file to write (absent, a regular file, or a link to either); str, bytes or path-like.
         chunks: the content, as ``bytes`` or an iterable of bytes-like objects written in order.
         what: what the file is, in the caller's words, for error messages (``"checkpoint"``).
 
@@ -75,6 +139,7 @@ def write_atomic(path: str | os.PathLike[str], chunks: bytes | Iterable[Any], *,
         FileNotFoundError: ``path`` is empty, or its folder does not exist.
         IsADirectoryError: ``path`` names a folder (or ends with a separator).
         ValueError: ``path`` is a FIFO, a device, a socket or another non-regular file.
+        TypeError: ``path`` is not str, bytes or path-like.
         OSError: writing failed; the old file, if any, is untouched and no temporary file is left.
 
     Examples:
@@ -86,7 +151,7 @@ def write_atomic(path: str | os.PathLike[str], chunks: bytes | Iterable[Any], *,
         >>> os.listdir(folder)
         ['notes.txt']
     """
-    user_path = os.fspath(path)
+    user_path = fs_path(path, what)
     target = _target(user_path, what)
     folder, name = os.path.split(target)
     data = [chunks] if isinstance(chunks, bytes | bytearray | memoryview) else chunks

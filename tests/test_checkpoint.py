@@ -727,3 +727,51 @@ def test_a_folder_that_refuses_files_is_named_not_a_temporary_file(tmp_path, mon
     monkeypatch.setattr(tempfile, "mkstemp", refused)
     with pytest.raises(PermissionError, match=r"checkpoint's folder: Permission denied: '.*c\.safetensors'$"):
         checkpoint.save(tmp_path / "c.safetensors", {"x": np.ones(1)})
+
+
+# ------------------------------------------------------------ red-team: messages that name what is wrong
+
+
+def _truncated_header(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "cut.safetensors"
+    checkpoint.save(path, {"x": np.ones(2)})
+    path.write_bytes(path.read_bytes()[:50])  # the length field and 42 bytes of its header
+    return path
+
+
+def _promised(tmp_path: pathlib.Path) -> int:
+    return int.from_bytes((tmp_path / "cut.safetensors").read_bytes()[:8], "little")
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda tmp: checkpoint.save(tmp / "c", {"x": np.ones(2)}, dtype="nonsense"), TypeError,
+     lambda tmp: "dtype= must be a floating dtype (float16, float32, float64) or None, got 'nonsense', "
+                 "which is not a NumPy dtype"),
+    (lambda tmp: checkpoint.save(tmp / "c", {"x": np.ones(2)}, dtype=3.5), TypeError,
+     lambda tmp: "dtype= must be a floating dtype (float16, float32, float64) or None, got 3.5, "
+                 "which is not a NumPy dtype"),
+    (lambda tmp: checkpoint.save(12, {"x": np.ones(2)}), TypeError,
+     lambda tmp: "a checkpoint path must be str, bytes or os.PathLike, got int"),
+    (lambda tmp: checkpoint.read_metadata(_truncated_header(tmp)), CheckpointError,
+     lambda tmp: f"{tmp / 'cut.safetensors'}: the header length field says {_promised(tmp)} bytes but the file "
+                 "has 42 after it; the file is truncated or is not a safetensors checkpoint"),
+    (lambda tmp: checkpoint.load(_truncated_header(tmp), {"x": np.ones(2)}), CheckpointError,
+     lambda tmp: f"{tmp / 'cut.safetensors'}: the header length field says {_promised(tmp)} bytes but the file "
+                 "has 42 after it; the file is truncated or is not a safetensors checkpoint"),
+], ids=["dtype-not-a-dtype", "dtype-a-number", "path-an-int", "read_metadata-truncated-header",
+        "load-truncated-header"])
+def test_bad_arguments_and_files_give_a_sentence_naming_them(tmp_path, call, error, message):
+    with pytest.raises(error) as caught:
+        call(tmp_path)
+    assert str(caught.value) == message(tmp_path)
+
+
+def test_bytes_paths_are_taken_like_os_takes_them(tmp_path):
+    path = os.fsencode(tmp_path / "b.safetensors")
+    checkpoint.save(path, {"x": np.arange(3.0)}, metadata={"note": "bytes"})
+    assert os.listdir(tmp_path) == ["b.safetensors"]
+    assert checkpoint.read_metadata(path)["note"] == "bytes"
+    np.testing.assert_array_equal(checkpoint.load(path, {"x": np.zeros(3)})["x"], [0.0, 1.0, 2.0])
+    (tmp_path / "c").write_bytes(bytes([255] * 8) + b"{}")
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'c'}: the header length"):  # named as text
+        checkpoint.read_metadata(os.fsencode(tmp_path / "c"))

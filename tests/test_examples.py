@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,28 @@ def test_checkpoint_then_resume_equals_one_run_bit_for_bit(tmp_path):
     assert len(leaves_a) == len(leaves_b) == len(tree.leaves(like))
     for x, y in zip(leaves_a, leaves_b, strict=True):
         assert np.array_equal(x, y)  # params, optimizer state, key and step
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_an_unwritable_checkpoint_or_out_path_is_refused_before_training(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "state.safetensors")
+    (tmp_path / "taken").mkdir()
+    os.mkfifo(tmp_path / "taken" / "spiral_summary.json")
+    (tmp_path / "taken" / "spiral_loss.png").mkdir()
+    cases = [
+        (["--checkpoint", str(tmp_path / "pipe")], "--checkpoint: '" + str(tmp_path / "pipe") + "' is a FIFO"),
+        (["--checkpoint", str(tmp_path / "folder")], "--checkpoint: " + str(tmp_path / "folder") + " is a folder"),
+        (["--checkpoint", str(tmp_path / "dangling")],
+         "--checkpoint: no folder to save the checkpoint in (create it first): " + str(tmp_path / "nowhere")),
+    ]
+    for args, mentions in cases:
+        result = run(DEMO, tmp_path / "out", "--no-progress", *args, timeout=60)
+        assert_one_line_error(result, mentions)
+        # training prints its settings first: an empty stdout means nothing was trained
+        assert result.stdout == "" and not (tmp_path / "out" / "spiral_summary.json").exists()
+    result = run(DEMO, tmp_path / "taken", "--no-progress", timeout=60)
+    assert_one_line_error(result, "--out: ")
+    assert result.stdout == "" and "spiral_" in result.stderr
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode) and not (tmp_path / "nowhere").exists()

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -514,3 +515,89 @@ def test_the_plot_is_a_png_with_one_line_per_configuration(tmp_path, sequential)
     with pytest.raises(ValueError, match="band"):
         sequential.plot(band="iqr")
 
+
+
+# ------------------------------------------------------------------------------ red-team: copies, identity, aggregate
+
+SCALE = 1  # a module constant the next experiment reads: its value is part of the experiment's identity
+
+
+def scaled_by_global(config, seed):
+    return {"loss": SCALE * (seed + 1)}
+
+
+class Scaler:
+    """A callable-object experiment whose result depends on another method of its class."""
+
+    def __call__(self, config, seed):
+        return {"loss": self.scale(seed)}
+
+    def scale(self, seed):
+        return seed + 1.0
+
+
+def appends_its_seed(config, seed):
+    config["layers"].append(seed)
+    config["nested"]["seen"].append(seed)
+    return {"depth": len(config["layers"])}
+
+
+def test_each_run_gets_its_own_deep_copy_and_the_original_is_recorded(tmp_path):
+    original = {"layers": [8, 8], "nested": {"seen": []}}
+    results = sweep(appends_its_seed, [original], 3, out_dir=tmp_path, progress=False)
+    assert [row["depth"] for row in results] == [3, 3, 3]  # no seed saw another's append
+    assert all(row["layers"] == [8, 8] and row["nested"] == {"seen": []} for row in results)
+    assert original == {"layers": [8, 8], "nested": {"seen": []}}
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert [r["config"] for r in records] == [{"layers": [8, 8], "nested": {"seen": []}}] * 3
+    results[0]["layers"].append(99)  # rows do not share their lists either
+    assert results[1]["layers"] == [8, 8]
+
+
+def test_a_changed_module_constant_is_another_experiment(tmp_path, monkeypatch):
+    before = experiment_id(scaled_by_global)
+    sweep(scaled_by_global, [{}], 2, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 100)
+    assert experiment_id(scaled_by_global) != before
+    with pytest.raises(ValueError, match="holds runs of another experiment"):  # never the stale rows
+        sweep(scaled_by_global, [{}], 2, out_dir=tmp_path, progress=False)
+    fresh = sweep(scaled_by_global, [{}], 2, out_dir=tmp_path / "new", progress=False)
+    assert [row["loss"] for row in fresh] == [100, 200]
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 1)
+    assert experiment_id(scaled_by_global) == before  # the same value, the same experiment: resumes
+    assert sweep(scaled_by_global, [{}], 2, out_dir=tmp_path, progress=False).skipped == 2
+
+
+def test_globals_that_are_not_plain_data_do_not_count(monkeypatch):
+    before = experiment_id(toy)  # its code names the modules `random` and `np`: they count by name only
+    monkeypatch.setattr(sys.modules[__name__], "random", types.SimpleNamespace(**vars(random)))
+    assert experiment_id(toy) == before
+
+
+def test_a_changed_method_of_a_callable_objects_class_is_another_experiment(tmp_path, monkeypatch):
+    before, method_before = experiment_id(Scaler()), experiment_id(Scaler().__call__)
+    assert experiment_id(Scaler()) == before  # equal objects, equal identities
+    sweep(Scaler(), [{}], 2, out_dir=tmp_path, progress=False)
+
+    def scale(self, seed):
+        return 100.0 * (seed + 1)
+
+    scale.__qualname__ = "Scaler.scale"
+    monkeypatch.setattr(Scaler, "scale", scale)  # as if the class were edited
+    assert experiment_id(Scaler()) != before and experiment_id(Scaler().__call__) != method_before
+    with pytest.raises(ValueError, match="holds runs of another experiment"):
+        sweep(Scaler(), [{}], 2, out_dir=tmp_path, progress=False)
+
+
+def test_aggregate_refuses_a_list_valued_metric_naming_it():
+    results = sweep(lambda config, seed: {"pair": [seed, seed + 1], "loss": 1.0}, [{}], 2, progress=False)
+    with pytest.raises(TypeError, match=r"aggregate: metric 'pair' is not a number .*list \[0, 1\]"):
+        results.aggregate("pair")
+    assert results.aggregate("loss")[0]["n"] == 2
+
+
+def test_aggregate_of_an_unknown_metric_names_it_and_the_metrics_there_are():
+    results = sweep(toy, [{"scale": 1.0}], 2, progress=False)
+    with pytest.raises(KeyError, match=r"no metric 'acuracy'; its metrics are \['loss', 'peak'\]"):
+        results.aggregate("acuracy")
+    assert Results([]).aggregate("anything") == []

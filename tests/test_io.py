@@ -149,3 +149,33 @@ def test_file_kind_names_special_files(tmp_path):
     assert io.file_kind(stat.S_IFBLK) == "a block device"
     assert io.file_kind(stat.S_IFSOCK) == "a socket"
     assert io.file_kind(stat.S_IFREG | 0o600) is None
+
+
+def test_bytes_paths_are_written_like_os_writes_them(tmp_path):
+    io.write_atomic(os.fsencode(tmp_path / "b"), b"data")
+    assert (tmp_path / "b").read_bytes() == b"data" and _names(tmp_path) == ["b"]
+    with pytest.raises(TypeError, match=r"a table path must be str, bytes or os\.PathLike, got NoneType"):
+        io.write_atomic(None, b"data", what="table")
+
+
+def test_check_destination_refuses_what_write_atomic_would_and_writes_nothing(tmp_path):
+    (tmp_path / "folder").mkdir()
+    assert io.check_destination(tmp_path / "new.json") == str(tmp_path / "new.json")
+    assert io.check_destination(os.fsencode(tmp_path / "new.json")) == str(tmp_path / "new.json")
+    with pytest.raises(IsADirectoryError, match="a checkpoint path must name a file, not a folder"):
+        io.check_destination(tmp_path / "folder", what="checkpoint")
+    with pytest.raises(FileNotFoundError, match="no folder to save the checkpoint in") as info:
+        io.check_destination(tmp_path / "missing" / "c", what="checkpoint")
+    assert info.value.filename == str(tmp_path / "missing")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        with pytest.raises(ValueError, match=r"is a FIFO \(named pipe\), not a regular file"):
+            io.check_destination(tmp_path / "pipe")
+    assert _names(tmp_path) == sorted(["folder", *(["pipe"] if hasattr(os, "mkfifo") else [])])
+
+
+def test_check_destination_names_a_folder_that_takes_no_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere: pretend
+    with pytest.raises(PermissionError, match="the summary's folder does not take new files") as info:
+        io.check_destination(tmp_path / "s.json", what="summary")
+    assert info.value.filename == str(tmp_path)
