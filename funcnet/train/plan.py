@@ -335,7 +335,8 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
         grads = [None] * depth
         for i in rev:
             code = codes[i][0]
-            x_i = inputs[i]
+            x_i, y = inputs[i], saved[i]
+            inputs[i] = saved[i] = None  # as the checked path's pullbacks: each activation dies once used
             last = i == 0
             if code == _AFFINE:
                 p = per_layer[i]
@@ -349,15 +350,15 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
                 if last:
                     break  # the data's gradient is never used
                 if code == _SIGMOID:
-                    y = saved[i]
                     dy = multiply(dy, multiply(y, subtract(one, y)))
                 elif code == _RELU:
                     dy = where(greater(x_i, 0), dy, zero)
                 elif code == _TANH:
-                    y = saved[i]
                     dy = multiply(dy, subtract(one, multiply(y, y)))
                 else:
-                    dy = saved[i](dy)
+                    dy = y(dy)
+        # the activations go before the update allocates the new params (the checked path's order)
+        del x_i, y, dy, inputs, saved
         params, opt_state = update(state, per_layer, grads)
         return params, opt_state, value
 
