@@ -272,6 +272,14 @@ def test_resuming_from_the_carried_state_on_repaired_data_equals_a_clean_run(dat
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def _all_skipped(step, state, x, t, steps, **kwargs):
+    """fit with on_nonfinite="skip" where every step overflows: the error, having counted them."""
+    with pytest.raises(train.NonFiniteLossError, match=rf"every one of the {steps} steps .* was skipped") as info:
+        _fit(step, state, x, t, on_nonfinite="skip", **kwargs)
+    assert info.value.history["skipped"] == steps
+    return info.value
+
+
 def test_float16_training_that_overflows_stops_with_a_finite_float16_state(data):
     x, t = data
     model, opt = layers.Affine(3), optim.sgd(20.0)
@@ -285,11 +293,12 @@ def test_float16_training_that_overflows_stops_with_a_finite_float16_state(data)
     chex.assert_trees_all_equal_dtypes(last.params, state.params)
     assert info.value.history["loss"] == [] or all(np.isfinite(info.value.history["loss"]))
     assert f"at step {int(last.step) + 1} " in str(info.value)  # the input of the failing step
-    # training goes on from it, the overflowing updates skipped, and stays float16
-    skipped, _ = _fit(step, last, (x * 30).astype(np.float16), targets, epochs=2, on_nonfinite="skip")
-    chex.assert_tree_all_finite(skipped.params)
-    chex.assert_trees_all_equal_dtypes(skipped.params, state.params)
-    assert int(skipped.step) == (int(last.step) // 10 + 2) * 10
+    # skipping the overflowing updates cannot get past them: a run that skipped every step is an
+    # error (not a silent no-op), and what it carries is still finite and float16
+    ran = (int(last.step) // 10 + 2) * 10 - int(last.step)
+    skipped = _all_skipped(step, last, (x * 30).astype(np.float16), targets, ran, epochs=2)
+    chex.assert_tree_all_finite(skipped.state.params)
+    chex.assert_trees_all_equal_dtypes(skipped.state.params, state.params)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -304,10 +313,10 @@ def test_float32_overflow_at_the_first_step_carries_the_initial_state_and_skip_k
     with pytest.raises(train.NonFiniteLossError, match="the loss became inf at step 1") as info:
         _fit(step, state, huge, targets)
     chex.assert_trees_all_equal(info.value.state, state)
-    skipped, history = _fit(step, state, huge, targets, on_nonfinite="skip")
-    chex.assert_trees_all_equal(skipped.params, state.params)  # every update was dropped
-    chex.assert_trees_all_equal(skipped.opt_state, state.opt_state)
-    assert skipped.step == 20 and history["loss"] == []
+    skipped = _all_skipped(step, state, huge, targets, 20)  # every update was dropped: an error
+    chex.assert_trees_all_equal(skipped.state.params, state.params)
+    chex.assert_trees_all_equal(skipped.state.opt_state, state.opt_state)
+    assert skipped.history["loss"] == []
 
 
 @pytest.mark.parametrize("make_opt", [lambda: optim.momentum(30.0), lambda: optim.nesterov(30.0, form="standard"),
@@ -327,11 +336,11 @@ def test_a_diverging_learning_rate_stops_with_a_state_to_resume_from(data, make_
     chex.assert_tree_all_finite(last.params)
     assert type(last.opt_state) is type(state.opt_state)
     assert f"at step {int(last.step) + 1} " in str(info.value)  # the input of the failing step
-    # training goes on from it, the overflowing updates skipped; the optimizer state stays usable
-    resumed, _ = _fit(step, last, x, targets, epochs=1, on_nonfinite="skip")
-    chex.assert_tree_all_finite(resumed.params)
-    chex.assert_trees_all_equal_shapes_and_dtypes(resumed.opt_state, state.opt_state)
-    assert int(resumed.step) == (int(last.step) // 10 + 1) * 10
+    # skipping the rest of the epoch's overflowing updates is an error that still carries a
+    # finite, usable state
+    resumed = _all_skipped(step, last, x, targets, 10 - int(last.step) % 10, epochs=1)
+    chex.assert_tree_all_finite(resumed.state.params)
+    chex.assert_trees_all_equal_shapes_and_dtypes(resumed.state.opt_state, state.opt_state)
 
 
 def test_nan_in_float_targets_is_refused_at_fits_start(data):
