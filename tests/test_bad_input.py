@@ -441,7 +441,7 @@ RAISES = [
          ValueError, r"serial layer 2: Affine\(3\): expected input of shape \(N, 5\), got \(40, 4\)"),
     # checkpoint: save and load
     case("checkpoint.save path None", lambda: checkpoint.save(None, PARAMS),
-         TypeError, r"expected str, bytes or os.PathLike object, not NoneType"),
+         TypeError, r"a checkpoint path must be str, bytes or os.PathLike, got NoneType"),
     case("checkpoint.save to a folder", lambda: checkpoint.save(_folder(), PARAMS),
          IsADirectoryError, r"a checkpoint path must name a file, not a folder: '.*tmp"),
     case("checkpoint.save into a missing folder",
