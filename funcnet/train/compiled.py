@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-__all__ = ["epoch_runner"]
+__all__: list[str] = []  # fit's machinery: nothing public here
 
 
 @functools.lru_cache(maxsize=8)  # compiled programs are large: the oldest go first

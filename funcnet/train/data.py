@@ -120,6 +120,14 @@ def to_params_backend(params: Any, *arrays: Any) -> tuple[Any, ...]:
 
     Returns:
         The moved arrays, in order.
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import backend
+        >>> params = backend.put({"W": np.ones((2, 2), np.float32)}, "array_api_strict")
+        >>> (x,) = to_params_backend(params, np.ones((3, 2)))
+        >>> backend.name_of(backend.namespace(x)), str(x.dtype)
+        ('array_api_strict', 'array_api_strict.float32')
     """
     leaf = tree.any_leaf(params)
     if leaf is None:
@@ -152,6 +160,15 @@ def prepare(step: Any, params: Any, x: Any, t: Any, *, validate: bool = True) ->
 
     Raises:
         ValueError, TypeError: bad data, named.
+
+    Examples:
+        >>> import numpy as np
+        >>> import funcnet as fn
+        >>> step = fn.TrainStep(fn.Affine(3), fn.softmax_cross_entropy, fn.optim.sgd(0.1))
+        >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
+        >>> data = prepare(step, state.params, np.ones((4, 2)), np.array([0, 1, 2, 0]))
+        >>> data.x.dtype, data.backend, data.size
+        (dtype('float32'), 'numpy', 4)
     """
     _check_arrays("fit", x, t)
     x, t = to_params_backend(params, x, t)

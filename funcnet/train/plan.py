@@ -31,7 +31,7 @@ from funcnet.losses import softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
 from funcnet.train.state import TrainState
 
-__all__ = ["MAX_PLANS", "Plan", "build_plan", "plan_key", "plan_runs"]
+__all__ = ["MAX_PLANS", "plan_runs"]  # the rest is TrainStep's machinery
 
 MAX_PLANS = 8
 """At most this many batch signatures get a plan per step (one a batch shape; fit needs one)."""

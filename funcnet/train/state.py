@@ -51,6 +51,17 @@ class NonFiniteLossError(FloatingPointError):
     Attributes:
         state: the last state whose params and optimizer state were all finite.
         history: the history recorded up to the failure.
+
+    Examples:
+        >>> import funcnet as fn
+        >>> x, t = fn.datasets.spiral.load_data()
+        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1e38))
+        >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
+        >>> try:
+        ...     fn.fit(step, state, x, t, epochs=1, batch_size=30)
+        ... except fn.NonFiniteLossError as err:
+        ...     fn.train.nonfinite_leaf(err.state) is None  # what it carries is finite
+        True
     """
 
     def __init__(self, message: str, state: TrainState, history: dict[str, Any]):
@@ -65,6 +76,24 @@ class TrainingInterrupted(KeyboardInterrupt):
     Attributes:
         state: the last complete state (every step in it finished), resumable with ``fit``.
         history: the history recorded up to the interrupt.
+
+    Examples:
+        >>> import funcnet as fn
+        >>> x, t = fn.datasets.spiral.load_data()
+        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))
+        >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
+        >>> def ctrl_c(s, metrics):
+        ...     if s.step == 15:
+        ...         raise KeyboardInterrupt
+        >>> try:
+        ...     fn.fit(step, state, x, t, epochs=3, batch_size=30, callback=ctrl_c)
+        ... except fn.TrainingInterrupted as err:
+        ...     state = err.state
+        >>> state.step, state.epoch, state.offset
+        (15, 1, 150)
+        >>> state, _ = fn.fit(step, state, x, t, epochs=2, batch_size=30)  # the rest of epoch 2, then 3
+        >>> state.step, state.epoch
+        (30, 3)
     """
 
     def __init__(self, message: str, state: TrainState, history: dict[str, Any]):
@@ -144,5 +173,11 @@ def step_key(state: TrainState) -> Any:
 
     Returns:
         A key.
+
+    Examples:
+        >>> import funcnet as fn
+        >>> state = fn.init_state(fn.Affine(3), fn.optim.sgd(0.1), fn.random.key(0), (2,))
+        >>> bool((step_key(state) == step_key(state)).all())  # a pure function of the state
+        True
     """
     return random.fold_in(random.fold_in(state.key, _STEP_STREAM), state.step)

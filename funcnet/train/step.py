@@ -14,7 +14,7 @@ from funcnet.losses import Loss
 from funcnet.train.plan import MAX_PLANS, build_plan
 from funcnet.train.state import TrainState, check_parts, step_key
 
-__all__ = ["TrainStep", "as_params_dtype", "make_train_step"]
+__all__ = ["TrainStep", "make_train_step"]
 
 
 @dataclass(frozen=True, eq=False)
