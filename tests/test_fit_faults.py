@@ -235,3 +235,23 @@ def test_the_finite_check_is_exact_where_a_sum_overflows():
     assert train.nonfinite_leaf(state) is None
     assert train.nonfinite_leaf(state._replace(opt_state={"v": np.array([1.0, np.nan], np.float32)})) == "opt_state/v"
     assert train.nonfinite_leaf(state._replace(params={"W": np.array([np.inf, -np.inf])})) == "params/W"
+
+
+def test_a_key_and_step_moved_to_a_device_are_kept_on_the_host_by_fit(data):
+    # backend.put(state, ...) or checkpoint.load(like=device_state) moves key and step too; the
+    # step would read them back every step: fit brings them home once, with the same results
+    backend_or_skip("array_api_strict")
+    x, t = data
+    model, opt = TwoLayerNet(2, 10, 3), optim.sgd(1.0)
+    step = train.TrainStep(model, softmax_cross_entropy, opt)
+    state = train.init_state(model, opt, random.key(0), (2,), backend="array_api_strict")
+    moved = state._replace(key=backend.put(state.key, "array_api_strict"),
+                           step=backend.put(np.asarray(0), "array_api_strict"))
+    assert not isinstance(moved.key, np.ndarray)
+    sx, st = backend.put((x, t), "array_api_strict")
+    final, _ = train.fit(step, moved, sx, st, epochs=2, batch_size=30, eval_interval=10, progress=False)
+    assert isinstance(final.key, np.ndarray) and type(final.step) is int and final.step == 20
+    reference, _ = train.fit(step, state, sx, st, epochs=2, batch_size=30, eval_interval=10, progress=False)
+    for a, b in zip(backend.to_numpy(final.params), backend.to_numpy(reference.params), strict=True):
+        for k in a:
+            assert np.array_equal(a[k], b[k])
