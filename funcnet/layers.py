@@ -240,7 +240,8 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
 
         def pullback(dy, input_grad=True):
             _check_cotangent(name, dy, y_shape)
-            return {"W": xp.matmul(x.T, dy)}, xp.matmul(dy, W.T) if input_grad else None
+            dx, dW = ops.matmul_cotangents(xp, x, W, dy, input_grad)
+            return {"W": dW}, dx
 
         return y, pullback
 
@@ -284,8 +285,8 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
 
         def pullback(dy, input_grad=True):
             _check_cotangent(name, dy, y_shape)
-            grads = {"W": xp.matmul(x.T, dy), "b": reduce_sum(xp, dy, axis=0)}
-            return grads, xp.matmul(dy, W.T) if input_grad else None
+            dx, dW = ops.matmul_cotangents(xp, x, W, dy, input_grad)
+            return {"W": dW, "b": reduce_sum(xp, dy, axis=0)}, dx  # b's is the Repeat's dual: a sum
 
         return y, pullback
 

@@ -36,6 +36,7 @@ __all__ = [
     "log",
     "log_softmax",
     "matmul",
+    "matmul_cotangents",
     "multiply",
     "relu",
     "repeat",
@@ -233,13 +234,34 @@ def _matmul(x: Any, w: Any) -> Any:
     return namespace(x, w).matmul(x, w)
 
 
+def matmul_cotangents(xp: Any, x: Any, w: Any, dy: Any, input_grad: bool = True) -> tuple[Any, Any]:
+    """The pullback of ``x @ w``: ``(dy @ w.T, x.T @ dy)``; ``dx`` is None when not wanted.
+
+    The one matrix-product vjp of the library (the primitive, MatMul and Affine use it); the first
+    layer's input gradient is never used in training and is a whole GEMM, hence ``input_grad``.
+
+    Args:
+        xp: the arrays' module.
+        x: ``(N, D)``.
+        w: ``(D, H)``.
+        dy: ``(N, H)``.
+        input_grad: compute ``dx``.
+
+    Returns:
+        ``(dx, dw)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> dx, dw = matmul_cotangents(np, np.ones((2, 3)), np.ones((3, 4)), np.ones((2, 4)), input_grad=False)
+        >>> dx is None, dw.shape
+        (True, (3, 4))
+    """
+    return (xp.matmul(dy, w.T) if input_grad else None), xp.matmul(x.T, dy)
+
+
 def _matmul_vjp(x: Any, w: Any):
     xp = namespace(x, w)
-
-    def pullback(dy):
-        return xp.matmul(dy, w.T), xp.matmul(x.T, dy)
-
-    return _matmul(x, w), pullback
+    return _matmul(x, w), lambda dy: matmul_cotangents(xp, x, w, dy)
 
 
 matmul = Primitive(_matmul, _matmul_vjp)
