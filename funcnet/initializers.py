@@ -48,8 +48,7 @@ def _scaled_normal(stddev: float, key: Any, shape: tuple[int, ...], dtype: Any) 
     dtype = np.dtype(dtype)
     if dtype.kind != "f":  # normals cast to integers would be silent zeros
         raise TypeError(f"initializers: weights must be floating point, got dtype {dtype}")
-    draw = np.float64 if dtype == np.float64 else np.float32
-    return (random.normal(key, shape, draw) * stddev).astype(dtype, copy=False)
+    return (random.normal(key, shape, random.draw_dtype(dtype)) * stddev).astype(dtype, copy=False)
 
 
 def normal(stddev: float = 0.01) -> Initializer:

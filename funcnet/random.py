@@ -28,7 +28,7 @@ import numpy as np
 
 from funcnet import backend
 
-__all__ = ["Key", "bernoulli", "fold_in", "key", "normal", "permutation", "split", "uniform"]
+__all__ = ["Key", "bernoulli", "draw_dtype", "fold_in", "key", "normal", "permutation", "split", "uniform"]
 
 Key = Any  # a uint32 array of shape (2,)
 
@@ -387,6 +387,18 @@ def _move(host: np.ndarray, xp: ModuleType | None) -> Any:
     return host if xp is None or backend.is_numpy(xp) else backend.put(host, xp)
 
 
+def draw_dtype(dtype: Any) -> type:
+    """The dtype the host recipe draws in for ``dtype``: float64 for float64, else float32.
+
+    NumPy's generators draw float32 and float64 only; float16 numbers are cast from float32 draws.
+
+    Examples:
+        >>> draw_dtype("float16"), draw_dtype("float64")
+        (<class 'numpy.float32'>, <class 'numpy.float64'>)
+    """
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
 def normal(key: Key, shape: tuple[int, ...], dtype: Any = "float32", xp: ModuleType | None = None) -> Any:
     """Standard normal draws.
 
@@ -414,8 +426,7 @@ def normal(key: Key, shape: tuple[int, ...], dtype: Any = "float32", xp: ModuleT
         import jax
 
         return jax.random.normal(key, shape, dtype)
-    draw_dtype = np.float64 if dtype == np.float64 else np.float32
-    host = _generator(key).standard_normal(shape, dtype=draw_dtype)
+    host = _generator(key).standard_normal(shape, dtype=draw_dtype(dtype))
     return _move(host.astype(dtype, copy=False), xp)
 
 
@@ -447,8 +458,7 @@ def uniform(key: Key, shape: tuple[int, ...], dtype: Any = "float32", minval: fl
         import jax
 
         return jax.random.uniform(key, shape, dtype, minval, maxval)
-    draw_dtype = np.float64 if dtype == np.float64 else np.float32
-    host = _generator(key).random(shape, dtype=draw_dtype)
+    host = _generator(key).random(shape, dtype=draw_dtype(dtype))
     host = host * (maxval - minval) + minval
     return _move(host.astype(dtype, copy=False), xp)
 
