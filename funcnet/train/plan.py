@@ -172,6 +172,26 @@ def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any,
     return Plan(run)
 
 
+def _layers_fit(per_layer: Any, dense_keys: Any, shapes: Any, dt: Any) -> bool:
+    """Whether a tree (params, or an optimizer slot shaped like them) is exactly what the plan was
+    built for: a tuple with one dict a dense layer holding just its keys, as exact ``np.ndarray``
+    leaves of the recorded shapes and dtype, and ``()`` an activation."""
+    if type(per_layer) is not tuple or len(per_layer) != len(dense_keys):
+        return False
+    for p, keys, shape in zip(per_layer, dense_keys, shapes, strict=True):
+        if keys is None:
+            if type(p) is not tuple or p:
+                return False
+            continue
+        if type(p) is not dict or len(p) != len(keys):
+            return False
+        for k, sh in zip(keys, shape, strict=True):
+            a = p.get(k)
+            if type(a) is not np.ndarray or a.shape != sh or a.dtype != dt:
+                return False
+    return True
+
+
 def _tree_update(update: Any, bare: bool) -> Any:
     """The optimizer's own ``update`` (all its checks), on the plan's per-layer grads."""
 
@@ -193,24 +213,9 @@ def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tupl
         return None
     rule, lr_at, state_type = leafwise.rule, leafwise.lr_at, leafwise.state_type
     n_slots = len(state_type._fields) - 1
-    depth = len(dense_keys)
 
     def slots_fit(slot_layers):
-        for layers_ in slot_layers:
-            if type(layers_) is not tuple or len(layers_) != depth:
-                return False
-            for p, keys, shape in zip(layers_, dense_keys, shapes, strict=True):
-                if keys is None:
-                    if type(p) is not tuple or p:
-                        return False
-                    continue
-                if type(p) is not dict or len(p) != len(keys):
-                    return False
-                for k, sh in zip(keys, shape, strict=True):
-                    a = p.get(k)
-                    if type(a) is not np.ndarray or a.shape != sh or a.dtype != dt:
-                        return False
-        return True
+        return all(_layers_fit(layers_, dense_keys, shapes, dt) for layers_ in slot_layers)
 
     def run(state, per_layer, grads):
         opt_state = state.opt_state
@@ -268,8 +273,7 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
     multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
     negative, tanh, where, greater, astype, equal = np.negative, np.tanh, np.where, np.greater, np.astype, np.equal
     max_reduce = np.maximum.reduce
-    ndarray = np.ndarray
-    dense_keys = [("W", "b") if code == _AFFINE else ("W",) if code == _MATMUL else None for code, _ in codes]
+    dense_keys = tuple(("W", "b") if code == _AFFINE else ("W",) if code == _MATMUL else None for code, _ in codes)
     rev = range(depth - 1, -1, -1)
     big = [code in (_AFFINE, _MATMUL) and extra for code, extra in codes]  # Affine adds b in place
 
@@ -278,20 +282,7 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
             return None
         params = state.params
         per_layer = (params,) if bare else params
-        if type(per_layer) is not tuple or len(per_layer) != depth:
-            return None
-        for p, keys, shape in zip(per_layer, dense_keys, shapes, strict=True):
-            if keys is None:
-                if type(p) is not tuple or p:
-                    return None
-                continue
-            if type(p) is not dict or len(p) != len(keys):
-                return None
-            for k, s in zip(keys, shape, strict=True):
-                a = p.get(k)
-                if type(a) is not ndarray or a.shape != s or a.dtype != dt:
-                    return None
-        return per_layer
+        return per_layer if _layers_fit(per_layer, dense_keys, shapes, dt) else None
 
     def run(state, x, t):
         per_layer = guard(state)
