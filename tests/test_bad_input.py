@@ -709,6 +709,8 @@ def _accuracy_of_a_label_column_and_of_a_binary_model():
     logits = np.array([[2.0], [-1.0], [0.5], [-3.0]], np.float32)
     assert train.accuracy(logits, np.array([1, 0, 0, 0])) == 0.75  # not 1.0 by an arg-max over one column
     assert train.accuracy(logits, np.array([[1.0], [0.0], [1.0], [0.0]], np.float32)) == 1.0
+    # the threshold is "positive": a logit of 0 (or -0) is class 0
+    assert train.accuracy(np.array([[0.0], [-0.0], [1e-9]]), np.array([0, 0, 1])) == 1.0
 
 
 def _random_split_zero_is_empty():

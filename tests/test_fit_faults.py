@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import backend_or_skip
 
-from funcnet import backend, layers, losses, optim, random, train
+from funcnet import backend, layers, losses, optim, random, train, tree
 from funcnet.datasets import spiral
 from funcnet.losses import Loss, softmax_cross_entropy
 from funcnet.models import TwoLayerNet
@@ -255,3 +255,47 @@ def test_a_key_and_step_moved_to_a_device_are_kept_on_the_host_by_fit(data):
     for a, b in zip(backend.to_numpy(final.params), backend.to_numpy(reference.params), strict=True):
         for k in a:
             assert np.array_equal(a[k], b[k])
+
+
+# --- tests written for the mutants a mutation pass saw survive ------------------------------------------
+
+
+def test_a_nan_mean_loss_at_a_record_stops_training_on_the_device_path():
+    # a NaN (not only an inf) mean at a record is caught where losses are read at records only
+    backend_or_skip("jax")
+    import jax.numpy as jnp
+
+    def nan_step(state, batch):
+        return state._replace(step=state.step + 1), {"loss": jnp.float32(jnp.nan)}
+
+    model, opt = TwoLayerNet(2, 4, 3), optim.sgd(0.1)
+    state = train.init_state(model, opt, random.key(0), (2,), backend="jax")
+    x, t = backend.put((np.ones((4, 2), np.float32), np.array([0, 1, 2, 0])), "jax")
+    with pytest.raises(train.NonFiniteLossError, match="nan"):
+        train.fit(nan_step, state, x, t, epochs=1, batch_size=2, eval_interval=1, progress=False,
+                  compile_epoch=False)
+
+
+def test_the_carried_candidate_is_itself_checked(data):
+    # the input of the failing step is carried only if it is finite: here step 1 makes the params
+    # inf with a finite loss, and step 2's loss is NaN; with no records in between, the carried
+    # state must be the checked one (the start), not the inf candidate
+    x, t = data
+    step, state = _start(optim.sgd(1.0))
+
+    def breaking(s, batch):
+        new, metrics = step(s, batch)
+        if s.step == 0:
+            return new._replace(params=tree.map(lambda a: a * np.inf, new.params)), metrics
+        return new, {"loss": np.float32(np.nan)}
+
+    with pytest.raises(train.NonFiniteLossError) as caught:
+        train.fit(breaking, state, x, t, epochs=1, batch_size=30, eval_interval=None, progress=False)
+    assert train.nonfinite_leaf(caught.value.state) is None and caught.value.state.step == 0
+
+
+def test_records_name_the_epoch_they_fall_in(data):
+    x, t = data
+    step, state = _start(optim.sgd(1.0))
+    _, history = train.fit(step, state, x, t, epochs=2, batch_size=30, eval_interval=5, progress=False)
+    assert history["step"] == [5, 10, 15, 20] and history["epoch"] == [1, 1, 2, 2]

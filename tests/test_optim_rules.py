@@ -271,3 +271,11 @@ def test_a_growing_exponential_decay_overflows_to_inf_not_an_overflow_error():
         assert grow(np.asarray(2000, np.int32)) == np.inf
     with pytest.raises(ValueError, match="sgd: the lr schedule gave inf at step 5000"):
         optim.sgd(grow).update({"w": np.ones(1)}, {"w": np.ones(1)}, optim.SGDState(np.asarray(5000, np.int32)))
+
+
+def test_float16_params_are_stepped_in_float32():
+    # lr 1e5 is not a float16 number, but the step of float16 params is computed in float32
+    opt = optim.sgd(1e5)
+    params = {"W": np.ones(3, np.float16)}
+    new, _ = opt.update(params, {"W": np.full(3, 1e-5, np.float16)}, opt.init(params))
+    assert new["W"].dtype == np.float16 and np.all(np.isfinite(new["W"]))

@@ -305,3 +305,16 @@ def test_a_replaced_update_is_used_by_the_plan_not_the_lifted_rule():
     assert plan_runs(step) == 2
     for a, b in zip(tree.leaves(state.params), tree.leaves(start), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_at_most_max_plans_signatures_get_a_plan():
+    from funcnet.train.plan import MAX_PLANS
+
+    model, opt = TwoLayerNet(2, 4, 3), optim.sgd(0.1)
+    step = train.TrainStep(model, losses.softmax_cross_entropy, opt)
+    state = train.init_state(model, opt, random.key(0), (2,))
+    for n in range(1, MAX_PLANS + 2):  # one signature more than plans are kept for
+        batch = (np.ones((n, 2), np.float32), np.arange(n) % 3)
+        state, _ = step(state, batch)  # checked, plan built
+        state, _ = step(state, batch)  # planned, where a plan was kept
+    assert plan_runs(step) == MAX_PLANS

@@ -283,3 +283,12 @@ def test_a_bare_optimizer_state_in_a_chain_is_named():
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_the_standard_clip_is_optax_bit_for_bit_on_known_values():
+    optax = pytest.importorskip("optax")
+    grads = {"a": np.array([3.0, 4.0], np.float32)}  # norm 5, exactly
+    for max_norm in (0.9, 1.1, 2.3):
+        ours, _ = optim.clip_by_global_norm(max_norm, form="standard").update(grads, (), None)
+        theirs, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+        assert np.array_equal(ours["a"], np.asarray(theirs["a"])), max_norm
