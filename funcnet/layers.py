@@ -2,16 +2,18 @@
 
 The contract, stated once:
 
-    init(key, in_shape, dtype="float32") -> (out_shape, params)   # shapes per example, host NumPy params
-    apply(params, x, *, rng=None)        -> y                      # inference, nothing kept
-    vjp(params, x, *, rng=None)          -> (y, pullback)          # like jax.vjp
-    pullback(dy)                         -> (dparams, dx)          # dparams has params' structure
+    init(key, in_shape, dtype="float32") -> (out_shape, params)  # per example; host params
+    apply(params, x, *, rng=None)        -> y                     # inference, nothing kept
+    vjp(params, x, *, rng=None)          -> (y, pullback)         # like jax.vjp
+    pullback(dy)                         -> (dparams, dx)         # dparams: params' structure
 
 ``rng=None`` means deterministic (evaluation); a key means training randomness (Dropout).
 Params are dicts of named arrays (``{"W", "b"}``), tuples for `serial`, ``()`` when a
 layer has none. Nothing a caller passed in or got back is ever written to, and a layer's
 outputs and gradients never share memory with its inputs, params or ``dy`` (primitives in
 `funcnet.ops` may hand back a cotangent they were given: sharing is safe when nothing writes).
+``apply`` follows the backend's type promotion (float64 data with float32 params gives float64);
+`funcnet.train.predict` and the training step cast the data to the params' dtype first.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 The contracts, stated once:
 
-    Optimizer:          init(params) -> state;  update(params, grads, state) -> (params, state)
-    GradientTransform:  init(params) -> state;  update(grads, state, params) -> (grads, state)
+    Optimizer:          init(params) -> state
+                        update(params, grads, state) -> (params, state)
+    GradientTransform:  init(params) -> state
+                        update(grads, state, params) -> (grads, state)
 
 Nothing is written to: every update returns fresh arrays. An optimizer's state is a NamedTuple:
 ``count``, the number of updates made so far (a 0-d int32 array of the params' backend, so the
@@ -29,8 +31,8 @@ ValueError naming the optimizer, the value and the step), never where it is trac
   float32, the new params cast back to float16 (a large gradient cannot overflow the state).
 """
 
-from funcnet.optim.accumulate import AccumulateState, accumulate
-from funcnet.optim.base import GradientTransform, Leafwise, LearningRate, Optimizer, Step, bias_correction
+from funcnet.optim.accumulation import AccumulateState, accumulate
+from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, bias_correction
 from funcnet.optim.interop import from_optax
 from funcnet.optim.optimizers import (
     SGD,
@@ -73,7 +75,7 @@ from funcnet.optim.transforms import (
 
 __all__ = [
     "SGD", "AccumulateState", "AdaGrad", "AdaGradState", "Adam", "AdamState", "ChainState", "GradientTransform",
-    "Leafwise", "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
+    "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
     "RMSprop", "RMSpropState", "SGDState", "ScaleByAdamState", "ScaleByScheduleState", "Step", "accumulate",
     "adagrad", "adam", "adam_direction", "adamw", "add_decayed_weights", "bias_correction", "chain", "clip",
     "clip_by_global_norm", "clip_grads", "from_optax", "from_rule", "momentum", "nesterov", "rmsprop",

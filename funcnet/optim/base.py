@@ -2,8 +2,10 @@
 
 :
 
-    Optimizer:         init(params) -> state;  update(params, grads, state) -> (params, state)
-    GradientTransform: init(params) -> state;  update(grads, state, params) -> (grads, state)
+    Optimizer:         init(params) -> state
+                       update(params, grads, state) -> (params, state)
+    GradientTransform: init(params) -> state
+                       update(grads, state, params) -> (grads, state)
 
 A `Step` is what a per-leaf rule (`funcnet.optim.from_rule`) learns about the
 update it is part of: the array module, the step count and the learning rate.

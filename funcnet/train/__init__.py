@@ -5,29 +5,30 @@ backend ``jax.jit(step)`` compiles it unchanged. `fit` is a loop around it that 
 a function of the state, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
-from funcnet.train.data import Data, prepare, to_params_backend, validate_data
-from funcnet.train.evaluation import accuracy, evaluate, predict
-from funcnet.train.loop import fit, nonfinite_leaf
-from funcnet.train.progress import progress_bar
-from funcnet.train.state import NonFiniteLossError, TrainingInterrupted, TrainState, init_state, step_key
-from funcnet.train.step import TrainStep, make_train_step
+# in the order a reader meets them: the state, the step, fit, evaluation; then the parts fit is made of
+from funcnet.train.state import NonFiniteLossError, TrainingInterrupted, TrainState, init_state, step_key  # isort: skip
+from funcnet.train.step import TrainStep, make_train_step  # isort: skip
+from funcnet.train.loop import fit, nonfinite_leaf  # isort: skip
+from funcnet.train.evaluation import accuracy, evaluate, predict  # isort: skip
+from funcnet.train.data import Data, prepare, to_params_backend, validate_data  # isort: skip
+from funcnet.train.progress import progress_bar  # isort: skip
 
-__all__ = [
-    "Data",
-    "NonFiniteLossError",
+__all__ = [  # noqa: RUF022 - the reading order, not the alphabet
     "TrainState",
-    "TrainStep",
-    "TrainingInterrupted",
-    "accuracy",
-    "evaluate",
-    "fit",
     "init_state",
+    "TrainStep",
     "make_train_step",
-    "nonfinite_leaf",
+    "fit",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
     "predict",
-    "prepare",
-    "progress_bar",
+    "evaluate",
+    "accuracy",
+    "nonfinite_leaf",
     "step_key",
-    "to_params_backend",
     "validate_data",
+    "prepare",
+    "to_params_backend",
+    "Data",
+    "progress_bar",
 ]

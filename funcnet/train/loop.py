@@ -274,7 +274,8 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     Examples:
         >>> import funcnet as fn
         >>> x, t = fn.datasets.spiral.load_data()
-        >>> step = fn.make_train_step(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))
+        >>> net = fn.TwoLayerNet(2, 10, 3)
+        >>> step = fn.make_train_step(net, fn.softmax_cross_entropy, fn.optim.sgd(1.0))
         >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
         >>> state, history = fn.fit(step, state, x, t, epochs=2, batch_size=30, eval_interval=10)
         >>> state.step, state.epoch, len(history["loss"])

@@ -78,7 +78,8 @@ def plan_runs(step: Any) -> int:
     Example:
         >>> import numpy as np
         >>> import funcnet as fn
-        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 4, 3), fn.softmax_cross_entropy, fn.optim.sgd(0.1))
+        >>> net = fn.TwoLayerNet(2, 4, 3)
+        >>> step = fn.TrainStep(net, fn.softmax_cross_entropy, fn.optim.sgd(0.1))
         >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
         >>> batch = (np.ones((5, 2), np.float32), np.array([0, 1, 2, 0, 1]))
         >>> state, _ = step(state, batch)  # checked, then planned

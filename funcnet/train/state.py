@@ -55,7 +55,8 @@ class NonFiniteLossError(FloatingPointError):
     Examples:
         >>> import funcnet as fn
         >>> x, t = fn.datasets.spiral.load_data()
-        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1e38))
+        >>> net = fn.TwoLayerNet(2, 10, 3)
+        >>> step = fn.TrainStep(net, fn.softmax_cross_entropy, fn.optim.sgd(1e38))
         >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
         >>> try:
         ...     fn.fit(step, state, x, t, epochs=1, batch_size=30)
@@ -80,7 +81,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     Examples:
         >>> import funcnet as fn
         >>> x, t = fn.datasets.spiral.load_data()
-        >>> step = fn.TrainStep(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))
+        >>> net = fn.TwoLayerNet(2, 10, 3)
+        >>> step = fn.TrainStep(net, fn.softmax_cross_entropy, fn.optim.sgd(1.0))
         >>> state = fn.init_state(step.model, step.optimizer, fn.random.key(0), (2,))
         >>> def ctrl_c(s, metrics):
         ...     if s.step == 15:
@@ -91,7 +93,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         ...     state = err.state
         >>> state.step, state.epoch, state.offset
         (15, 1, 150)
-        >>> state, _ = fn.fit(step, state, x, t, epochs=2, batch_size=30)  # the rest of epoch 2, then 3
+        >>> state, _ = fn.fit(step, state, x, t, epochs=2, batch_size=30)  # epoch 2's rest, 3
         >>> state.step, state.epoch
         (30, 3)
     """

@@ -109,7 +109,8 @@ def make_train_step(model: Layer, loss: Loss, optimizer: Any) -> TrainStep:
 
     Example:
         >>> import funcnet as fn
-        >>> step = fn.make_train_step(fn.TwoLayerNet(2, 10, 3), fn.softmax_cross_entropy, fn.optim.sgd(1.0))
+        >>> net = fn.TwoLayerNet(2, 10, 3)
+        >>> step = fn.make_train_step(net, fn.softmax_cross_entropy, fn.optim.sgd(1.0))
         >>> type(step).__name__
         'TrainStep'
     """
