@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,6 +29,8 @@ import numpy as np
 from funcnet import initializers, ops, random
 from funcnet._arguments import positive_int
 from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, numpy_dtype, reduce_sum
+
+__all__ = ["Affine", "Dropout", "Flatten", "Layer", "MatMul", "ReLU", "Sigmoid", "Softmax", "Tanh", "deterministic", "elementwise", "is_builtin", "layer_from_vjp", "serial"]
 
 
 class Layer(NamedTuple):
@@ -63,6 +66,48 @@ class Layer(NamedTuple):
     skips_input_grad: bool = False
     kind: str | None = None
     sublayers: tuple[Layer, ...] = ()
+
+
+# The built-in layers, recognised by their vjp and what they were built to claim: a layer
+# _replace'd with another vjp (or other claims) keeps its `kind` but is no longer the built-in,
+# and code that specialises on built-ins (the NumPy step plans) must not take it for one.
+_BUILTIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _builtin(layer: Layer) -> Layer:
+    _BUILTIN[layer.vjp] = _claims(layer)
+    return layer
+
+
+def _claims(layer: Layer) -> tuple[Any, ...]:
+    return layer.kind, layer.stochastic, layer.skips_input_grad, tuple(s.vjp for s in layer.sublayers)
+
+
+def is_builtin(layer: Layer) -> bool:
+    """Whether ``layer`` is a built-in layer as its constructor made it (its ``kind`` can be trusted).
+
+    ``layer._replace(vjp=...)`` keeps the ``kind`` field but not the built-in's behaviour: such a
+    layer (and a ``serial`` holding one) is not built-in any more.
+
+    Args:
+        layer: any Layer.
+
+    Returns:
+        True for an unchanged built-in (``init`` may differ: it plays no part in training).
+
+    Examples:
+        >>> from funcnet import layers
+        >>> affine = layers.Affine(3)
+        >>> layers.is_builtin(affine), layers.is_builtin(affine._replace(vjp=affine.vjp))
+        (True, True)
+        >>> layers.is_builtin(affine._replace(vjp=lambda params, x, *, rng=None: affine.vjp(params, x)))
+        False
+    """
+    try:
+        claims = _BUILTIN.get(layer.vjp)
+    except TypeError:  # a vjp that cannot be weakly referenced is no built-in one
+        return False
+    return claims is not None and claims == _claims(layer) and all(is_builtin(s) for s in layer.sublayers)
 
 
 def deterministic(layer: Layer) -> Layer:
@@ -247,7 +292,7 @@ def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> L
 
         return y, pullback
 
-    return Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="matmul")
+    return _builtin(Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="matmul"))
 
 
 def _affine(xp: Any, x: Any, W: Any, b: Any) -> Any:
@@ -292,7 +337,7 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
 
         return y, pullback
 
-    return Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="affine")
+    return _builtin(Layer(init, apply, vjp, stochastic=False, skips_input_grad=True, kind="affine"))
 
 
 # --- parameter-free layers ------------------------------------------------------------------
@@ -345,22 +390,22 @@ def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None)
 
 def Sigmoid() -> Layer:
     """The logistic function, overflow-free (see `funcnet.ops.sigmoid`)."""
-    return elementwise(ops.sigmoid, "Sigmoid", kind="sigmoid")
+    return _builtin(elementwise(ops.sigmoid, "Sigmoid", kind="sigmoid"))
 
 
 def ReLU() -> Layer:
     """``max(x, 0)``."""
-    return elementwise(ops.relu, "ReLU", kind="relu")
+    return _builtin(elementwise(ops.relu, "ReLU", kind="relu"))
 
 
 def Tanh() -> Layer:
     """``tanh(x)``."""
-    return elementwise(ops.tanh, "Tanh", kind="tanh")
+    return _builtin(elementwise(ops.tanh, "Tanh", kind="tanh"))
 
 
 def Softmax() -> Layer:
     """Softmax over the last axis (for probabilities at inference; train on logits with a loss)."""
-    return elementwise(ops.softmax, "Softmax", kind="softmax")
+    return _builtin(elementwise(ops.softmax, "Softmax", kind="softmax"))
 
 
 def _fresh(x: Any) -> Any:
@@ -409,7 +454,7 @@ def Dropout(rate: float) -> Layer:
 
         return x * scale, pullback
 
-    return Layer(init, apply, vjp, stochastic=rate > 0.0, kind="dropout")
+    return _builtin(Layer(init, apply, vjp, stochastic=rate > 0.0, kind="dropout"))
 
 
 def Flatten() -> Layer:
@@ -435,7 +480,7 @@ def Flatten() -> Layer:
 
         return y, pullback
 
-    return Layer(init, apply, vjp, stochastic=False, kind="flatten")
+    return _builtin(Layer(init, apply, vjp, stochastic=False, kind="flatten"))
 
 
 # --- combinators ----------------------------------------------------------------------------
@@ -532,5 +577,5 @@ def serial(*layers: Layer) -> Layer:
 
         return x, pullback
 
-    return Layer(init, apply, vjp, stochastic=stochastic, skips_input_grad=first_skips, kind="serial",
-                 sublayers=tuple(layers))
+    return _builtin(Layer(init, apply, vjp, stochastic=stochastic, skips_input_grad=first_skips, kind="serial",
+                          sublayers=tuple(layers)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from funcnet.layers import Affine, Layer, Sigmoid, serial
 
+__all__ = ["TwoLayerNet"]
+
 
 def TwoLayerNet(input_size: int, hidden_size: int, output_size: int) -> Layer:
     """The seed's net: Affine, Sigmoid, Affine, with the book's ``0.01 * randn`` weights and zero biases.

@@ -26,6 +26,8 @@ import numpy as np
 from funcnet._arguments import positive_int, real_number
 from funcnet.backend import is_integer, namespace
 
+__all__ = ["Schedule", "constant", "cosine_decay", "exponential_decay", "step_decay", "warmup"]
+
 Schedule = Callable[[Any], Any]
 
 

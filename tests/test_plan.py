@@ -318,3 +318,31 @@ def test_at_most_max_plans_signatures_get_a_plan():
         state, _ = step(state, batch)  # checked, plan built
         state, _ = step(state, batch)  # planned, where a plan was kept
     assert plan_runs(step) == MAX_PLANS
+
+
+def test_a_builtin_layer_with_its_vjp_replaced_is_not_planned_as_the_builtin():
+    # a layer keeps its kind through _replace(vjp=...): the plan must not take it for the stock one
+    x, t = datasets.spiral.load_data()
+    x = x.astype(np.float32)
+    affine = layers.Affine(3)
+
+    def frozen_vjp(params, x_, *, rng=None):
+        y, pullback = affine.vjp(params, x_, rng=rng)
+        return y, lambda dy, input_grad=True: (tree.map(lambda a: a * 0, pullback(dy, input_grad)[0]),
+                                               pullback(dy, input_grad)[1])
+
+    frozen = affine._replace(vjp=frozen_vjp)
+    assert frozen.kind == "affine" and not layers.is_builtin(frozen)
+    for model in (layers.serial(layers.Affine(10), layers.Sigmoid(), frozen), frozen):
+        opt = optim.sgd(1.0)
+        step = train.TrainStep(model, losses.softmax_cross_entropy, opt)
+        state = train.init_state(model, opt, random.key(0), (2,))
+        last = state.params if model is frozen else state.params[2]
+        state, _ = train.fit(step, state, x, t, epochs=2, batch_size=30, progress=False)
+        now = state.params if model is frozen else state.params[2]
+        assert plan_runs(step) == 0
+        assert all(np.array_equal(a, b) for a, b in zip(tree.leaves(now), tree.leaves(last), strict=True))
+    # a serial whose sublayers field was replaced runs its original layers: no plan either
+    net = layers.serial(layers.Affine(10), layers.Sigmoid(), layers.Affine(3))
+    assert not layers.is_builtin(net._replace(sublayers=(layers.Affine(10), layers.Tanh(), layers.Affine(3))))
+    assert layers.is_builtin(net) and layers.is_builtin(TwoLayerNet(2, 10, 3))

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["DIM", "N", "load_data"]
+
 N = 100  # points per class
 DIM = 2
 CLS_NUM = 3

@@ -26,7 +26,7 @@ import numpy as np
 
 from funcnet import ops
 from funcnet.backend import IN_PLACE_MIN_SIZE
-from funcnet.layers import Layer
+from funcnet.layers import Layer, is_builtin
 from funcnet.losses import softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
 from funcnet.train.state import TrainState
@@ -92,7 +92,7 @@ def plan_runs(step: Any) -> int:
 
 def _layers(model: Layer) -> tuple[tuple[Layer, ...], bool] | None:
     """``(layers, bare)``: the model's layers when a plan can run it (``bare``: not a serial)."""
-    if model.stochastic:
+    if model.stochastic or not is_builtin(model):  # a kind is trusted only on an unchanged built-in
         return None
     if model.kind in _DENSE:
         return (model,), True
