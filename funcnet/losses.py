@@ -125,7 +125,7 @@ def _check_label_range(name: str, targets: Any, num_classes: int) -> None:
         # one reduction where min and max take two (it runs in every eager vjp): seen as
         # unsigned integers of the same width, negative labels are huge, so one maximum
         # finds both kinds of fault; the slow path below then words the message
-        width = np.dtype(f"u{targets.dtype.itemsize}")
+        width = np.dtype(targets.dtype.str.replace("i", "u"))  # same width and byte order
         if int(np.maximum.reduce(targets.view(width), axis=None)) < num_classes:
             return
     xp = namespace(targets)

@@ -454,13 +454,27 @@ def uniform(key: Key, shape: tuple[int, ...], dtype: Any = "float32", minval: fl
         True
     """
     dtype, shape = _float_dtype("uniform", dtype), _shape("uniform", shape)
+    low, high = _bounds(minval, maxval, dtype)
     if _is_jax_key(key):
         import jax
 
-        return jax.random.uniform(key, shape, dtype, minval, maxval)
+        return jax.random.uniform(key, shape, dtype, low, high)
     host = _generator(key).random(shape, dtype=draw_dtype(dtype))
-    host = host * (maxval - minval) + minval
-    return _move(host.astype(dtype, copy=False), xp)
+    host = (host * (high - low) + low).astype(dtype, copy=False)
+    # rounding (to float16, or of low + u * (high - low)) can land on high itself: keep it out
+    below = np.nextafter(dtype.type(high), dtype.type(low))
+    return _move(np.minimum(host, below, out=host), xp)
+
+
+def _bounds(minval: Any, maxval: Any, dtype: np.dtype) -> tuple[float, float]:
+    """``(minval, maxval)`` as floats: finite, ordered, and a range the dtype can hold."""
+    finite = all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+                 and math.isfinite(v) for v in (minval, maxval))
+    if not finite or not minval < maxval or not math.isfinite(float(maxval) - float(minval)) \
+            or float(maxval) - float(minval) > float(np.finfo(dtype).max):
+        raise ValueError(f"uniform: minval and maxval must be finite numbers with minval < maxval and a range "
+                         f"that {dtype} holds, got {minval!r} and {maxval!r}")
+    return float(minval), float(maxval)
 
 
 def _threshold(p: float) -> int:

@@ -83,6 +83,15 @@ def _folder() -> str:
     return tempfile.mkdtemp(dir=_TMP.name)
 
 
+def _one_update(leaf: Callable[..., Any]) -> Any:
+    opt = optim.from_rule("rule", lambda step: leaf, lr=0.1)
+    return opt.update(PARAMS, GRADS, opt.init(PARAMS))
+
+
+def _optax() -> Any:
+    return pytest.importorskip("optax")
+
+
 def _fitted_trainer() -> Any:
     from funcnet import Trainer
 
@@ -415,6 +424,49 @@ RAISES = [
          ValueError, r"gradcheck: eps must be a finite number > 0.0, got 0"),
     case("a schedule called with a float count", lambda: schedules.warmup(schedules.cosine_decay(0.1, 10), 3)(2.5),
          TypeError, r"a schedule is a function of the step count, an int or an integer array; got float 2.5"),
+    # a second red-team pass
+    case("sce.value big-endian labels out of range",
+         lambda: losses.softmax_cross_entropy.value(LOGITS, np.array([0, 256, 0, 512], ">i2")),
+         ValueError, r"softmax_cross_entropy: labels must be in \[0, 3\), got values in \[0, 512\]"),
+    case("random.uniform minval above maxval", lambda: random.uniform(KEY, (3,), minval=1.0, maxval=0.0),
+         ValueError, r"uniform: minval and maxval must be finite numbers with minval < maxval"),
+    case("random.uniform a range float16 cannot hold",
+         lambda: random.uniform(KEY, (3,), "float16", minval=-6e4, maxval=6e4),
+         ValueError, r"a range that float16 holds, got -60000.0 and 60000.0"),
+    case("from_rule a leaf function without the comma", lambda: _one_update(lambda p, g: p - g),
+         TypeError, r"rule: the rule's leaf function must return a tuple of 1 \(the new value\), got ndarray"),
+    case("from_rule a leaf function that widens the dtype", lambda: _one_update(lambda p, g: (p.astype(np.float64),)),
+         ValueError, r"rule: the rule's new value for leaf 'W' has shape \(2, 3\) and dtype float64, expected "
+                     r"\(2, 3\) and float32"),
+    case("from_rule slots given as a list", lambda: optim.from_rule("r", lambda st: None, lr=0.1, slots=["v"]),
+         TypeError, r"r: slots must map each slot's name to its initial value"),
+    case("from_rule a slot starting at NaN", lambda: optim.from_rule("r", lambda st: None, lr=0.1,
+                                                                     slots={"v": float("nan")}),
+         TypeError, r"r: the initial value of slot 'v' must be a finite number, got nan"),
+    case("from_optax on NumPy params", lambda: optim.from_optax(_optax().adam(0.1)).init(PARAMS),
+         TypeError, r"from_optax: optax optimizers run on jax arrays; params leaf 'W' is ndarray"),
+    case("accumulate arguments swapped", lambda: optim.accumulate(SGD, 2),
+         TypeError, r"accumulate: the arguments are \(k, optimizer\): got an Optimizer first"),
+    case("accumulate a state of another model",
+         lambda: optim.accumulate(2, SGD).update(PARAMS, GRADS, optim.accumulate(2, SGD).init(
+             {"W": np.ones((3, 3), np.float32), "b": np.zeros(3, np.float32)})),
+         ValueError, r"accumulate.update: state.grad_mean leaf 'W' does not have its param's shape"),
+    case("an optimizer's count at the end of int32",
+         lambda: SGD.update(PARAMS, GRADS, SGD.init(PARAMS)._replace(count=np.asarray(2**31 - 1, np.int32))),
+         OverflowError, r"the optimizer's step count 2147483647 is the largest its int32 holds"),
+    case("fit a state.epoch of 1.5", lambda: train.fit(STEP, STATE._replace(epoch=1.5), DATA_X, DATA_T, **FIT),
+         ValueError, r"fit: state.epoch must be a non-negative int, got 1.5"),
+    case("fit a state.offset past the data", lambda: train.fit(STEP, STATE._replace(offset=3000), DATA_X, DATA_T,
+                                                               **FIT),
+         ValueError, r"fit: state.offset is 3000, but an epoch has only 40 examples"),
+    case("accuracy NaN logits", lambda: train.accuracy(LOGITS * np.nan, LABELS),
+         ValueError, r"accuracy: logits hold NaN or infinite values"),
+    case("accuracy an all-zero one-hot row", lambda: train.accuracy(LOGITS, ONE_HOT * (LABELS != 0)[:, None]),
+         ValueError, r"accuracy: a row of one-hot targets is all zeros"),
+    case("accuracy float labels as a column", lambda: train.accuracy(LOGITS, LABELS[:, None].astype(np.float32)),
+         TypeError, r"accuracy: labels must be integers, got float32"),
+    case("evaluate targets as a list", lambda: train.evaluate(MODEL, STATE.params, X, LABELS.tolist()),
+         TypeError, r"evaluate: t must be an array, got list"),
     case("predict x of another width", lambda: train.predict(MODEL, STATE.params, np.ones((4, 3), np.float32)),
          ValueError, r"serial layer 0: Affine\(4\): expected input of shape \(N, 2\), got \(4, 3\)"),
     case("predict empty x", lambda: train.predict(MODEL, STATE.params, DATA_X[:0]),

@@ -66,6 +66,8 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         ([-2.0], 1)
     """
     name = "accumulate"
+    if isinstance(k, Optimizer):
+        raise TypeError(f"{name}: the arguments are (k, optimizer): got an Optimizer first")
     k = positive_int(name, "k", k)
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"{name}: optimizer must be an Optimizer, got {type(optimizer).__name__}")
@@ -94,8 +96,12 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         if mismatch:
             raise _leaf_error(name, params, p_leaves, g_leaves)
         m_leaves = tree.leaves(state.grad_mean)
-        if len(m_leaves) != len(g_leaves):
+        if len(m_leaves) != len(g_leaves) or any(m.shape != p.shape for m, p in zip(m_leaves, p_leaves, strict=True)):
             tree.assert_same_structure(params, state.grad_mean, f"{name}.update: state.grad_mean")
+            bad = next(path for (path, m), p in zip(tree.leaves_with_paths(state.grad_mean), p_leaves, strict=True)
+                       if m.shape != p.shape)
+            raise ValueError(f"{name}.update: state.grad_mean leaf {bad!r} does not have its param's shape "
+                             "(a state of another model?)")
         xp = _namespace(g_leaves)
         means = [m + (xp.astype(g, m.dtype) - m) / (t + 1) for g, m in zip(g_leaves, m_leaves, strict=True)]
         mean_grads = tree.unflatten(spec, [m if m.dtype == g.dtype else xp.astype(m, g.dtype)

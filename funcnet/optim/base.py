@@ -150,6 +150,9 @@ def _host_count(count: Any) -> tuple[Any, Any]:
     """``(t, next_count)``: ``t`` a Python int for a host count, else the count itself (never read)."""
     if isinstance(count, np.ndarray | np.integer):
         t = int(count)
+        if t >= np.iinfo(count.dtype).max:
+            raise OverflowError(f"the optimizer's step count {t} is the largest its {count.dtype} holds: "
+                                "this state cannot take another step")
         return t, np.asarray(t + 1, dtype=count.dtype)
     if isinstance(count, int):
         return count, count + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from funcnet import tree
+from funcnet.backend import is_jax, namespace
 from funcnet.optim.base import Optimizer
 
 __all__ = ["from_optax"]
@@ -44,8 +46,15 @@ def from_optax(tx: Any) -> Optimizer:
 
     apply_updates, tx_update = optax.apply_updates, tx.update
 
+    def init(params):
+        for path, leaf in tree.leaves_with_paths(params):
+            if not is_jax(namespace(leaf)):
+                raise TypeError(f"from_optax: optax optimizers run on jax arrays; params leaf {path!r} is "
+                                f"{type(leaf).__name__} (init the state with backend='jax', or use funcnet's own)")
+        return tx.init(params)
+
     def update(params, grads, state):
         updates, state = tx_update(grads, state, params)
         return apply_updates(params, updates), state
 
-    return Optimizer(tx.init, update)
+    return Optimizer(init, update)

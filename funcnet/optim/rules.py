@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import tree
-from funcnet._arguments import real_number
 from funcnet.backend import is_floating, namespace, numpy_dtype
 from funcnet.optim.base import (
     GradientTransform,
@@ -219,10 +218,40 @@ def _mixed(xp: Any, leaf: LeafRule, p: Any, g: Any, *slots: Any) -> tuple[Any, .
     return (xp.astype(out, p.dtype), *new_slots)
 
 
+def check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: list[list[Any]], params: Any) -> None:
+    """Refuse what a rule's leaf function returned unless it is ``(new_value, *new_slots)`` of the
+    params' and slots' shapes and dtypes: a rule returning a bare array (``p - lr * g`` without
+    the comma), a wider dtype or another shape would otherwise change the params silently.
+
+    Raises:
+        TypeError, ValueError: naming the optimizer, the leaf's path and what came.
+    """
+    n = 1 + len(slot_leaves)
+    for i, (out, p) in enumerate(zip(new, p_leaves, strict=True)):
+        if type(out) is not tuple or len(out) != n:
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+            raise TypeError(f"{name}: the rule's leaf function must return a tuple of {n} (the new value"
+                            f"{', then each slot' if n > 1 else ''}), got {got} (a missing comma in "
+                            "`(p - lr * g,)`?)")
+        expected = [(p.shape, p.dtype)] + [(column[i].shape, column[i].dtype) for column in slot_leaves]
+        for k, (value, (shape, dtype)) in enumerate(zip(out, expected, strict=True)):
+            if getattr(value, "shape", None) != shape or getattr(value, "dtype", None) != dtype:
+                what = "new value" if k == 0 else f"slot {k}"
+                raise ValueError(f"{name}: the rule's {what} for leaf {tree.paths(params)[i]!r} has shape "
+                                 f"{getattr(value, 'shape', None)} and dtype {getattr(value, 'dtype', None)}, "
+                                 f"expected {tuple(shape)} and {dtype}")
+
+
 def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: Mapping[str, float] | None,
           state_name: str | None, state_doc: str | None) -> tuple[Callable, Callable, type]:
+    if slots is not None and not isinstance(slots, Mapping):
+        raise TypeError(f"{name}: slots must map each slot's name to its initial value, e.g. {{'velocity': 0.0}}, "
+                        f"got {type(slots).__name__}")
     slots = dict(slots or {})
-    slot_inits = tuple(real_number(name, f"the initial value of slot {k!r}", v, -np.inf) for k, v in slots.items())
+    for k, v in slots.items():
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating) or not np.isfinite(v):
+            raise TypeError(f"{name}: the initial value of slot {k!r} must be a finite number, got {v!r}")
+    slot_inits = tuple(float(v) for v in slots.values())
     camel = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
     state_cls = state_type(state_name or f"{camel}State", tuple(slots), state_doc)
     fields = state_cls._fields[1:]
@@ -291,6 +320,7 @@ def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: M
             new = [_mixed(xp, leaf, *row) if _is_half(row[0].dtype) else leaf(*row) for row in rows]
         else:
             new = [leaf(*row) for row in rows]
+        check_outputs(name, new, p_leaves, slot_leaves, params)
         if not n_slots:  # no state trees to regroup
             return tree.unflatten(spec, [row[0] for row in new]), state_cls(next_count)
         columns = [tree.unflatten(spec, list(column)) for column in zip(*new, strict=True)]

@@ -71,12 +71,15 @@ def _labels(t: Any, xp: Any, n: int, classes: int) -> Any:
                 raise ValueError("accuracy: binary targets (one logit a row) must be 0 or 1")
             return xp.astype(t, xp.int32)
         if not is_integer(t.dtype):
-            raise TypeError(f"accuracy: labels of shape ({n},) must be integers, got {t.dtype}")
+            raise TypeError(f"accuracy: labels must be integers, got {t.dtype} (of shape {tuple(t.shape)} "
+                            f"for logits of {classes} classes)")
         if not is_traced(t) and n and not (int(xp.min(t)) >= 0 and int(xp.max(t)) < classes):
             raise ValueError(f"accuracy: labels must be in [0, {classes}), got values from "
                              f"{int(xp.min(t))} to {int(xp.max(t))}")
         return t
     if len(shape) == 2 and shape[0] == n and shape[1] == classes and classes > 1:
+        if not is_traced(t) and not bool(xp.all(xp.max(t, axis=1) > 0)):
+            raise ValueError("accuracy: a row of one-hot targets is all zeros (no class to match)")
         return xp.argmax(t, axis=1)
     raise ValueError(f"accuracy: targets must be labels ({n},) or ({n}, 1), or one-hot ({n}, {classes}) "
                      f"for logits of shape ({n}, {classes}); got {shape}")
@@ -106,6 +109,9 @@ def accuracy(logits: Any, t: Any) -> float:
         >>> accuracy(np.array([[1.5], [-0.5]]), np.array([[1.0], [0.0]]))
         1.0
     """
+    for what, a in (("logits", logits), ("t", t)):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"accuracy: {what} must be an array, got {type(a).__name__}")
     xp = namespace(logits, t)
     if len(logits.shape) != 2 or logits.shape[0] == 0:
         raise ValueError(f"accuracy: logits must have shape (N, C) with N > 0, got {tuple(logits.shape)}")
@@ -113,6 +119,8 @@ def accuracy(logits: Any, t: Any) -> float:
         raise ValueError(f"accuracy: targets must have one row per logit row ({logits.shape[0]}), "
                          f"got shape {tuple(getattr(t, 'shape', ()))}")
     n, classes = int(logits.shape[0]), int(logits.shape[1])
+    if not is_traced(logits) and not bool(xp.all(xp.isfinite(logits))):
+        raise ValueError("accuracy: logits hold NaN or infinite values (an arg-max of them means nothing)")
     labels = _labels(t, xp, n, classes)
     # one logit a row is a binary model: positive means class 1 (an arg-max would always say 0)
     predicted = xp.astype(logits[:, 0] > 0, xp.int32) if classes == 1 else xp.argmax(logits, axis=1)
@@ -147,6 +155,8 @@ def evaluate(model: Layer, params: Any, x: Any, t: Any, *, loss: Loss = softmax_
         ['accuracy', 'loss']
     """
     check_parts("evaluate", model=model, loss=loss)
+    if not hasattr(t, "shape") or not hasattr(t, "dtype"):
+        raise TypeError(f"evaluate: t must be an array, got {type(t).__name__}")
     logits = predict(model, params, x, batch_size=batch_size)
     lxp = namespace(logits)
     if not bool(lxp.all(lxp.isfinite(logits))):

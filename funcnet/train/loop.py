@@ -17,7 +17,7 @@ import numpy as np
 
 from funcnet import random, tree
 from funcnet._arguments import non_negative_int, positive_int
-from funcnet.backend import is_floating, namespace, reduce_sum, to_numpy
+from funcnet.backend import is_floating, is_integer, namespace, reduce_sum, to_numpy
 from funcnet.train.compiled import epoch_runner
 from funcnet.train.data import Data, prepare
 from funcnet.train.progress import progress_bar
@@ -133,8 +133,11 @@ def _batch_size(batch_size: Any, n: int) -> int:
 
 def _at_boundary(state: TrainState, data: Data, host_key: Any, current: int) -> TrainState:
     """The state as the loop keeps it: ints for the counters, the key where the steps read it."""
-    epoch = non_negative_int("fit", "state.epoch", int(state.epoch))
-    offset = non_negative_int("fit", "state.offset", int(state.offset))
+    epoch, offset = (non_negative_int("fit", f"state.{field}", _host_int(getattr(state, field)))
+                     for field in ("epoch", "offset"))
+    if offset >= data.size:
+        raise ValueError(f"fit: state.offset is {offset}, but an epoch has only {data.size} examples "
+                         "(a state of another data set?)")
     if data.backend == "jax":
         import jax.numpy as jnp
 
@@ -143,6 +146,14 @@ def _at_boundary(state: TrainState, data: Data, host_key: Any, current: int) -> 
         return TrainState(*tree.map(jnp.asarray, tuple(state[:4])), epoch, offset)
     # the step's key and count live on the host: a device copy would be read every step
     return state._replace(key=host_key, step=current, epoch=epoch, offset=offset)
+
+
+def _host_int(value: Any) -> Any:
+    """A counter as a Python int when it is an integer of any kind (a 0-d array from a checkpoint
+    too); anything else is handed on unchanged, for the check to name (1.5 is not truncated)."""
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == () and is_integer(value.dtype):
+        return int(to_numpy(value))
+    return value
 
 
 def _start(state: TrainState, batch_size: int, iters: int) -> tuple[int, int]:

@@ -193,6 +193,18 @@ def _layers_fit(per_layer: Any, dense_keys: Any, shapes: Any, dt: Any) -> bool:
     return True
 
 
+def _rule_output_fits(out: Any, p: np.ndarray, slots: list[np.ndarray]) -> bool:
+    """Whether a rule's leaf function returned ``(new_value, *new_slots)`` shaped as it must."""
+    if type(out) is not tuple or len(out) != len(slots) + 1:
+        return False
+    for new, old in zip(out, (p, *slots), strict=True) if slots else ((out[0], p),):
+        # dtypes of the same kind are one object in NumPy: `is` first spares the slow comparison
+        if type(new) is not np.ndarray or new.shape != old.shape or (new.dtype is not old.dtype
+                                                                      and new.dtype != old.dtype):
+            return False
+    return True
+
+
 def _tree_update(update: Any, bare: bool) -> Any:
     """The optimizer's own ``update`` (all its checks), on the plan's per-layer grads."""
 
@@ -237,7 +249,11 @@ def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tupl
             layer_params = {}
             layer_slots = [{} for _ in range(n_slots)]
             for k in keys:
-                out = leaf(p[k], g[k], *[slot[i][k] for slot in slot_layers])
+                slots_k = [slot[i][k] for slot in slot_layers]
+                out = leaf(p[k], g[k], *slots_k)
+                if not _rule_output_fits(out, p[k], slots_k):
+                    # not what a rule must return: the optimizer's own update names the fault
+                    return _tree_update(optimizer.update, bare)(state, per_layer, grads)
                 layer_params[k] = out[0]
                 for j in range(n_slots):
                     layer_slots[j][k] = out[j + 1]
@@ -269,7 +285,7 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
     neg_largest = zero_d(-float(np.finfo(dt).max))
     scale = zero_d(1.0 / n)  # the pullback's _scale(1.0, n): 1.0 / n
     classes = np.arange(c)
-    width = np.dtype(f"u{t_dtype.itemsize}") if labels else None
+    width = np.dtype(t_dtype.str.replace("i", "u")) if labels else None  # same width and byte order
     matmul, add, add_reduce, maximum, minimum = np.matmul, np.add, np.add.reduce, np.maximum, np.minimum
     multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
     negative, tanh, where, greater, astype, equal = np.negative, np.tanh, np.where, np.greater, np.astype, np.equal
