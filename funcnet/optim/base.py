@@ -40,12 +40,14 @@ class Leafwise(NamedTuple):
         state_type: the optimizer state's NamedTuple type (``count``, then the slots).
         update: the lifter's own ``update``; the rule stands for the optimizer only while the
             optimizer's ``update`` is this one (a ``_replace``'d update is used as it is).
+        check_outputs: whether the leaf function's outputs are checked every step.
     """
 
     rule: Callable[[Any], Callable[..., tuple[Any, ...]]]
     lr_at: Callable[[Any, Any, Any], Any]
     state_type: type
     update: Callable[[Tree, Tree, Any], tuple[Tree, Any]]
+    check_outputs: bool = True
 
 
 class Optimizer(NamedTuple):

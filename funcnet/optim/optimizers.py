@@ -96,7 +96,7 @@ def sgd(lr: LearningRate) -> Optimizer:
         lr_t = step.lr
         return lambda p, g: (_minus_scaled(p, lr_t, g),)
 
-    return from_rule("sgd", rule, lr=lr, state_name="SGDState")
+    return from_rule("sgd", rule, lr=lr, state_name="SGDState", check_outputs=False)
 
 
 def _velocity(mu: float, lr_t: Any, v: Any, g: Any) -> Any:
@@ -142,7 +142,7 @@ def momentum(lr: LearningRate, momentum: float = 0.9) -> Optimizer:
 
         return leaf
 
-    return from_rule(name, rule, lr=lr, slots={"velocity": 0.0}, state_name="MomentumState")
+    return from_rule(name, rule, lr=lr, slots={"velocity": 0.0}, state_name="MomentumState", check_outputs=False)
 
 
 _momentum = momentum  # for the book's Momentum, whose argument of that name hides the function
@@ -198,7 +198,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
 
             return leaf
 
-        return from_rule(name, book_rule, lr=lr, slots={"velocity": 0.0}, state_name="NesterovState")
+        return from_rule(name, book_rule, lr=lr, slots={"velocity": 0.0}, state_name="NesterovState", check_outputs=False)
 
     def standard_rule(step: Step) -> LeafRule:
         lr_t = step.lr
@@ -209,7 +209,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
 
         return leaf
 
-    return from_rule(name, standard_rule, lr=lr, slots={"trace": 0.0}, state_name="NesterovTraceState")
+    return from_rule(name, standard_rule, lr=lr, slots={"trace": 0.0}, state_name="NesterovTraceState", check_outputs=False)
 
 
 def _scaled_by_root_rule(accumulate: Any, eps: float, eps_in_sqrt: bool) -> Any:
@@ -261,7 +261,7 @@ def adagrad(lr: LearningRate, eps: float = _BOOK_EPS, *, eps_in_sqrt: bool = Fal
     eps = real_number(name, "eps", eps)
     h0 = real_number(name, "initial_accumulator_value", initial_accumulator_value)
     rule = _scaled_by_root_rule(lambda h, g: h + g * g, eps, eps_in_sqrt)
-    return from_rule(name, rule, lr=lr, slots={"sum_of_squares": h0}, state_name="AdaGradState")
+    return from_rule(name, rule, lr=lr, slots={"sum_of_squares": h0}, state_name="AdaGradState", check_outputs=False)
 
 
 def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, *,
@@ -295,7 +295,7 @@ def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, 
     rho = real_number(name, "decay_rate", decay_rate, 0.0, 1.0)
     eps = real_number(name, "eps", eps)
     rule = _scaled_by_root_rule(lambda h, g: rho * h + (1.0 - rho) * g * g, eps, eps_in_sqrt)
-    return from_rule(name, rule, lr=lr, slots={"mean_of_squares": 0.0}, state_name="RMSpropState")
+    return from_rule(name, rule, lr=lr, slots={"mean_of_squares": 0.0}, state_name="RMSpropState", check_outputs=False)
 
 
 def adam_direction(b1: float, b2: float, eps: float, eps_root: float, step: Step) -> LeafRule:
@@ -395,7 +395,7 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
             return leaf
 
-        return from_rule(name, book_rule, lr=lr, slots=slots, state_name="AdamState")
+        return from_rule(name, book_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False)
 
     def standard_rule(step: Step) -> LeafRule:
         lr_t, direction = step.lr, adam_direction(b1, b2, eps, eps_root, step)
@@ -406,7 +406,7 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
         return leaf
 
-    return from_rule(name, standard_rule, lr=lr, slots=slots, state_name="AdamState")
+    return from_rule(name, standard_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False)
 
 
 # --- the book's names, arguments and defaults -----------------------------------------------------

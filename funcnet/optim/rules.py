@@ -81,7 +81,8 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
 
 
 def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, float] | None = None,
-              state_name: str | None = None, state_doc: str | None = None) -> Optimizer:
+              state_name: str | None = None, state_doc: str | None = None,
+              check_outputs: bool = True) -> Optimizer:
     """An `Optimizer` from a per-leaf rule (see the module docstring for the two levels).
 
     Args:
@@ -113,8 +114,8 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
         ([0.9, 1.1], 'SignSgdState')
     """
     lr_at = _learning_rate(name, lr)
-    init, update, state_cls = _lift(name, rule, lr_at, slots, state_name, state_doc)
-    return Optimizer(init, update, Leafwise(rule, lr_at, state_cls, update))
+    init, update, state_cls = _lift(name, rule, lr_at, slots, state_name, state_doc, check_outputs)
+    return Optimizer(init, update, Leafwise(rule, lr_at, state_cls, update, check_outputs))
 
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,
@@ -146,7 +147,7 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
         >>> g["w"].tolist(), int(state.count)
         ([2.0], 2)
     """
-    init, update, _ = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc)
+    init, update, _ = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc, True)
 
     def transform_update(grads, state, params):
         if params is None:
@@ -227,6 +228,32 @@ def check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: l
         TypeError, ValueError: naming the optimizer, the leaf's path and what came.
     """
     n = 1 + len(slot_leaves)
+    try:  # one pass of cheap comparisons on good output (dtypes: `is` spares NumPy's slow ==)
+        for out, p in zip(new, p_leaves, strict=True):
+            if type(out) is not tuple or len(out) != n:
+                break
+            v = out[0]
+            if v.shape != p.shape or (v.dtype is not p.dtype and v.dtype != p.dtype):
+                break
+        else:
+            for column, k in zip(slot_leaves, range(1, n), strict=True):
+                for out, old in zip(new, column, strict=True):
+                    v = out[k]
+                    if v.shape != old.shape or (v.dtype is not old.dtype and v.dtype != old.dtype):
+                        break
+                else:
+                    continue
+                break
+            else:
+                return
+    except AttributeError:  # not an array
+        pass
+    _diagnose_outputs(name, new, p_leaves, slot_leaves, params)
+
+
+def _diagnose_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: list[list[Any]],
+                      params: Any) -> None:
+    n = 1 + len(slot_leaves)
     for i, (out, p) in enumerate(zip(new, p_leaves, strict=True)):
         if type(out) is not tuple or len(out) != n:
             got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
@@ -243,7 +270,7 @@ def check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: l
 
 
 def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: Mapping[str, float] | None,
-          state_name: str | None, state_doc: str | None) -> tuple[Callable, Callable, type]:
+          state_name: str | None, state_doc: str | None, checked: bool) -> tuple[Callable, Callable, type]:
     if slots is not None and not isinstance(slots, Mapping):
         raise TypeError(f"{name}: slots must map each slot's name to its initial value, e.g. {{'velocity': 0.0}}, "
                         f"got {type(slots).__name__}")
@@ -320,7 +347,8 @@ def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: M
             new = [_mixed(xp, leaf, *row) if _is_half(row[0].dtype) else leaf(*row) for row in rows]
         else:
             new = [leaf(*row) for row in rows]
-        check_outputs(name, new, p_leaves, slot_leaves, params)
+        if checked:
+            check_outputs(name, new, p_leaves, slot_leaves, params)
         if not n_slots:  # no state trees to regroup
             return tree.unflatten(spec, [row[0] for row in new]), state_cls(next_count)
         columns = [tree.unflatten(spec, list(column)) for column in zip(*new, strict=True)]
