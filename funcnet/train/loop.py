@@ -115,7 +115,15 @@ class _Log:
         return True
 
 
-def _check_options(epochs: Any, eval_interval: Any, on_nonfinite: Any, epochs_per_call: Any) -> int:
+def _check_options(step: Any, state: Any, callback: Any, epochs: Any, eval_interval: Any, on_nonfinite: Any,
+                   epochs_per_call: Any) -> int:
+    """fit's arguments other than the data, checked; returns ``epochs`` as an int."""
+    if not isinstance(state, TrainState):
+        raise TypeError(f"fit: state must be a TrainState (see init_state), got {type(state).__name__}")
+    if not callable(step):
+        raise TypeError(f"fit: step must be a TrainStep or a function, got {type(step).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"fit: callback must be a function of (state, metrics) or None, got {type(callback).__name__}")
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"fit: on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
     positive_int("fit", "eval_interval", eval_interval, or_none=True)
@@ -164,6 +172,11 @@ def _start(state: TrainState, batch_size: int, iters: int) -> tuple[int, int]:
                          f"that divides {state.offset} (the run's own, for the same batches)")
     it = state.offset // batch_size
     return (state.epoch + 1, 0) if it >= iters else (state.epoch, it)
+
+
+def _order(host_key: Any, epoch: int, n: int) -> np.ndarray:
+    """Epoch ``epoch``'s order of the examples: ``permutation(fold_in(key, epoch), n)``, the documented recipe."""
+    return random.permutation(random.fold_in(host_key, epoch), n)
 
 
 def _use_scan(compile_epoch: bool | None, data: Data) -> bool:
@@ -292,13 +305,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
         >>> state.step, state.epoch, len(history["loss"])
         (20, 2, 2)
     """
-    epochs = _check_options(epochs, eval_interval, on_nonfinite, epochs_per_call)
-    if not isinstance(state, TrainState):
-        raise TypeError(f"fit: state must be a TrainState (see init_state), got {type(state).__name__}")
-    if not callable(step):
-        raise TypeError(f"fit: step must be a TrainStep or a function, got {type(step).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"fit: callback must be a function of (state, metrics) or None, got {type(callback).__name__}")
+    epochs = _check_options(step, state, callback, epochs, eval_interval, on_nonfinite, epochs_per_call)
     data = prepare(step, state.params, x, t, validate=validate)
     batch_size = _batch_size(batch_size, data.size)
     iters = data.size // batch_size
@@ -316,14 +323,13 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     try:
         epoch = first_epoch
         while epoch < last_epoch:
-            if runner is None or run.state.offset:
-                perm = random.permutation(random.fold_in(host_key, epoch), data.size)
-                _one_epoch(step, run, data, perm, run.state.offset // batch_size, batch_size, on_nonfinite, callback)
+            if runner is None or run.state.offset:  # step by step (and a half-done epoch's rest)
+                _one_epoch(step, run, data, _order(host_key, epoch, data.size), run.state.offset // batch_size,
+                           batch_size, on_nonfinite, callback)
                 done = 1
             else:
                 done = min(last_epoch - epoch, epochs_per_call or (1 if bar else last_epoch - epoch))
-                orders = [random.permutation(random.fold_in(host_key, e), data.size) for e in range(epoch, epoch + done)]
-                _compiled_epochs(runner, run, data, orders)
+                _compiled_epochs(runner, run, data, [_order(host_key, e, data.size) for e in range(epoch, epoch + done)])
             epoch += done
             if bar is not None:
                 bar.update(done)
