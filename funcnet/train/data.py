@@ -101,8 +101,9 @@ def validate_data(x: Any, t: Any, *, model: Layer | None = None, loss: Loss | No
     if is_floating(t.dtype) and not bool(xp.all(xp.isfinite(t))):
         raise ValueError(f"{where}: t contains NaN or infinite values")
     if model is not None and loss is not None and params is not None:
-        try:
-            out = model.apply(params, as_params_dtype(where, x[0:1, ...], tree.any_leaf(params)))
+        try:  # one row, for the output's shape; a cast that overflows is named by the caller, not warned about
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = model.apply(params, as_params_dtype(where, x[0:1, ...], tree.any_leaf(params)))
         except (ValueError, TypeError) as err:
             raise type(err)(f"{where}: examples of shape {tuple(x.shape[1:])} (x is {tuple(x.shape)}) do not fit "
                             f"the model or its params: {err}") from err
