@@ -355,3 +355,28 @@ def test_docs_show_the_examples_layernorm_verbatim():
     for function in (LayerNorm, smoothed_ce):
         source = inspect.getsource(function)
         assert source in docs, f"docs/extending.md does not show {function.__name__} as the example has it"
+
+
+# --- a user's layer and a user's optimizer together -----------------------------------------------
+
+
+def test_the_users_layernorm_and_the_docs_lion_train_the_spiral_on_numpy_and_jax():
+    # both written only with the public API (the example's LayerNorm, docs/extending.md's Lion),
+    # trained by fit inside serial; the two backends give the same losses to float32 rounding
+    from test_optim_rules import DOC
+
+    backend_or_skip("jax")
+    x, t = spiral.load_data(dtype="float32")
+    histories = {}
+    for name in ("numpy", "jax"):
+        model = layers.serial(layers.Affine(10), LayerNorm(), layers.Sigmoid(), layers.Affine(3))
+        opt = DOC["lion"](0.01)
+        step = train.TrainStep(model, losses.softmax_cross_entropy, opt)
+        state = train.init_state(model, opt, random.key(0), (2,), backend=name)
+        data = (x, t) if name == "numpy" else backend.put((x, t), "jax")
+        final, history = train.fit(step, state, *data, epochs=30, batch_size=30, eval_interval=10, progress=False)
+        assert type(final.opt_state).__name__ == "LionState"
+        histories[name] = history["loss"]
+    assert histories["numpy"][-1] < 0.8 * histories["numpy"][0]  # it learns
+    # 300 steps of float32 on two backends; Lion's sign makes tiny differences stay tiny
+    np.testing.assert_allclose(histories["jax"], histories["numpy"], rtol=1e-4)
