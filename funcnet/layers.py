@@ -118,6 +118,11 @@ def deterministic(layer: Layer) -> Layer:
 
     Returns:
         ``layer._replace(stochastic=False)``.
+
+    Examples:
+        >>> from funcnet import layers
+        >>> layers.Dropout(0.5).stochastic, layers.deterministic(layers.Dropout(0.5)).stochastic
+        (True, False)
     """
     return layer._replace(stochastic=False)
 
@@ -265,7 +270,28 @@ def _check_cotangent(name: str, dy: Any, shape: tuple[int, ...]) -> None:
 
 
 def MatMul(out_dim: int, w_init: str | initializers.Initializer = "glorot") -> Layer:
-    """``y = x @ W`` (the seed's MatMul node as a layer); params ``{"W"}``."""
+    """``y = x @ W`` (the seed's MatMul node as a layer); params ``{"W"}``.
+
+    Args:
+        out_dim: the width of ``y``.
+        w_init: the initialiser of ``W``: a name of `funcnet.initializers` (``"glorot"``, the
+            default; ``"book"``, the book's ``0.01 * randn``) or a function ``(key, shape, dtype)``.
+
+    Returns:
+        The layer (``kind="matmul"``). Its pullback takes ``input_grad=False``.
+
+    Raises:
+        ValueError: ``out_dim`` is not a positive int; at call time, input of the wrong shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers, random
+        >>> out_shape, params = layers.MatMul(3).init(random.key(0), (2,))
+        >>> out_shape, params["W"].shape
+        ((3,), (2, 3))
+        >>> layers.MatMul(3).apply(params, np.ones((4, 2), np.float32)).shape
+        (4, 3)
+    """
     name = f"MatMul({out_dim})"
     positive_int(name, "out_dim", out_dim)
     w_init = initializers.get(w_init)
@@ -309,6 +335,28 @@ def Affine(out_dim: int, w_init: str | initializers.Initializer = "glorot",
     The MatMul node followed by a broadcasting add (a Repeat of ``b`` over the batch), fused:
     ``dW = x.T @ dy``, ``db = sum(dy, axis=0)`` (the Repeat's dual), ``dx = dy @ W.T``.
     Weights default to Glorot normal; ``w_init="book"`` gives the book's ``0.01 * randn``.
+
+    Args:
+        out_dim: the width of ``y``.
+        w_init: the initialiser of ``W`` (a name of `funcnet.initializers` or a function).
+        b_init: the initialiser of ``b`` (zeros by default).
+
+    Returns:
+        The layer (``kind="affine"``). Its pullback takes ``input_grad=False``.
+
+    Raises:
+        ValueError: ``out_dim`` is not a positive int; at call time, input or params of the wrong
+            shape, named with both shapes.
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers, random
+        >>> affine = layers.Affine(3)
+        >>> _, params = affine.init(random.key(0), (2,))
+        >>> y, pullback = affine.vjp(params, np.ones((4, 2), np.float32))
+        >>> grads, dx = pullback(np.ones_like(y))
+        >>> grads["W"].shape, grads["b"].tolist(), dx.shape
+        ((2, 3), [4.0, 4.0, 4.0], (4, 2))
     """
     name = f"Affine({out_dim})"
     positive_int(name, "out_dim", out_dim)
@@ -389,22 +437,62 @@ def elementwise(primitive: ops.Primitive, name: str, *, kind: str | None = None)
 
 
 def Sigmoid() -> Layer:
-    """The logistic function, overflow-free (see `funcnet.ops.sigmoid`)."""
+    """The logistic function, overflow-free (see `funcnet.ops.sigmoid`).
+
+    Returns:
+        The layer (no params, ``kind="sigmoid"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers
+        >>> layers.Sigmoid().apply((), np.array([[0.0, 1000.0]])).tolist()
+        [[0.5, 1.0]]
+    """
     return _builtin(elementwise(ops.sigmoid, "Sigmoid", kind="sigmoid"))
 
 
 def ReLU() -> Layer:
-    """``max(x, 0)``."""
+    """``max(x, 0)``.
+
+    Returns:
+        The layer (no params, ``kind="relu"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers
+        >>> layers.ReLU().apply((), np.array([[0.0, 1000.0]])).tolist()
+        [[0.0, 1000.0]]
+    """
     return _builtin(elementwise(ops.relu, "ReLU", kind="relu"))
 
 
 def Tanh() -> Layer:
-    """``tanh(x)``."""
+    """``tanh(x)``.
+
+    Returns:
+        The layer (no params, ``kind="tanh"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers
+        >>> layers.Tanh().apply((), np.array([[0.0, 1000.0]])).tolist()
+        [[0.0, 1.0]]
+    """
     return _builtin(elementwise(ops.tanh, "Tanh", kind="tanh"))
 
 
 def Softmax() -> Layer:
-    """Softmax over the last axis (for probabilities at inference; train on logits with a loss)."""
+    """Softmax over the last axis (for probabilities at inference; train on logits with a loss).
+
+    Returns:
+        The layer (no params, ``kind="softmax"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers
+        >>> layers.Softmax().apply((), np.log(np.array([[1.0, 3.0]]))).tolist()
+        [[0.25, 0.75]]
+    """
     return _builtin(elementwise(ops.softmax, "Softmax", kind="softmax"))
 
 
@@ -418,6 +506,26 @@ def Dropout(rate: float) -> Layer:
     Inverted dropout: kept elements are scaled by ``1 / (1 - rate)``, so evaluation needs no
     rescaling. The mask is a counter-based hash of ``(rng, element index)`` computed by the input's
     backend, so one key gives the same mask on NumPy, cupy, jax (traced too) and array_api_strict.
+
+    Args:
+        rate: the probability of dropping an element, in ``[0, 1)``.
+
+    Returns:
+        The layer (no params, ``kind="dropout"``; ``stochastic`` unless ``rate`` is 0).
+
+    Raises:
+        ValueError: ``rate`` outside ``[0, 1)``; at call time, a scale ``1 / (1 - rate)`` that the
+            input's dtype cannot hold.
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers, random
+        >>> drop = layers.Dropout(0.5)
+        >>> x = np.ones((2, 4), np.float32)
+        >>> drop.apply((), x).tolist() == x.tolist()  # no key: evaluation, the identity
+        True
+        >>> sorted(set(drop.apply((), x, rng=random.key(0)).reshape(-1).tolist()))  # kept ones doubled
+        [0.0, 2.0]
     """
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
         raise ValueError(f"Dropout: rate (probability of dropping) must be in [0, 1), got {rate!r}")
@@ -458,7 +566,19 @@ def Dropout(rate: float) -> Layer:
 
 
 def Flatten() -> Layer:
-    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``."""
+    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``.
+
+    Returns:
+        The layer (no params, ``kind="flatten"``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers, random
+        >>> layers.Flatten().init(random.key(0), (2, 3))[0]
+        (6,)
+        >>> layers.Flatten().apply((), np.zeros((4, 2, 3))).shape
+        (4, 6)
+    """
 
     def init(key, in_shape, dtype="float32"):
         in_shape = _check_in_shape("Flatten", in_shape)
@@ -500,6 +620,27 @@ def serial(*layers: Layer) -> Layer:
 
     The forward chain is walked once per call and the pullbacks are kept in a list, so the
     backward pass is one reversed loop; errors name the failing position.
+
+    Args:
+        *layers: the layers, first to last.
+
+    Returns:
+        The layer (``kind="serial"``, ``sublayers`` the layers): ``stochastic`` if any layer is, and
+        skipping the input gradient if the first layer can.
+
+    Raises:
+        ValueError: no layers.
+        TypeError: an argument that is not a Layer (a constructor not called, say).
+
+    Examples:
+        >>> import numpy as np
+        >>> from funcnet import layers, random
+        >>> net = layers.serial(layers.Affine(4), layers.ReLU(), layers.Affine(3))
+        >>> out_shape, params = net.init(random.key(0), (2,))
+        >>> out_shape, len(params), params[1]
+        ((3,), 3, ())
+        >>> net.apply(params, np.ones((5, 2), np.float32)).shape
+        (5, 3)
     """
     if not layers:
         raise ValueError("serial: needs at least one layer")
