@@ -165,18 +165,36 @@ def zeros() -> Initializer:
 book = normal(0.01)
 """The book's ``0.01 * np.random.randn(...)`` (drawn from funcnet's keys, not NumPy's global state).
 
+Not a factory but the initialiser itself: the `Initializer` ``normal(0.01)``, built once
+(``get("book")`` and ``w_init="book"`` give this same function). The same key gives the
+same weights as ``normal(0.01)``.
+
 Args:
-    key: a `funcnet.random` key.
+    key: a `funcnet.random` key (``random.key(seed)``).
     shape: the array's shape.
-    dtype: its dtype (default float32).
+    dtype: its dtype, floating point (default float32).
 
 Returns:
     A host NumPy array of normals with stddev 0.01.
+
+Raises:
+    TypeError: a ``dtype`` that is not floating point, or ``key`` not a `funcnet.random`
+        key.
+    ValueError: a ``shape`` with a negative size.
 
 Examples:
     >>> from funcnet import random
     >>> book(random.key(0), (2, 2)).dtype
     dtype('float32')
+    >>> book(random.key(0), (2, 3))
+    array([[ 0.00059911,  0.0001556 , -0.01164438],
+           [-0.00132647,  0.00543877, -0.00200487]], dtype=float32)
+    >>> get("book") is book
+    True
+    >>> book(random.key(0), (2,), "int32")
+    Traceback (most recent call last):
+    ...
+    TypeError: initializers: weights must be floating point, got dtype int32
 """
 
 BY_NAME: dict[str, Callable[[], Initializer]] = {

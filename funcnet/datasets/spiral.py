@@ -21,7 +21,44 @@ CLS_NUM = 3
 
 
 def load_data(seed: int = 1984, *, one_hot: bool = True, dtype: Any = "float64") -> tuple[np.ndarray, np.ndarray]:
-    """``(x, t)``: x of shape (300, 2); t one-hot int32 (300, 3), or int32 labels (300,) with ``one_hot=False``."""
+    """``(x, t)``: x of shape (300, 2); t one-hot int32 (300, 3), or int32 labels (300,) with ``one_hot=False``.
+
+    The points come class by class: rows ``100 j`` to ``100 j + 99`` are class ``j``.
+    Every call makes new arrays.
+
+    Args:
+        seed: the seed of the legacy ``RandomState`` the angles' noise is drawn from; the
+            default 1984 gives the book's data set. An int in ``[0, 2**32 - 1]`` (None
+            seeds it from the OS, so the data differ at every call).
+        one_hot: give ``t`` as one-hot rows (the book's) rather than class indices.
+        dtype: the dtype of ``x``, anything ``np.dtype`` accepts; ``x`` is computed in
+            float64 and cast (an integer dtype truncates every point to 0).
+
+    Returns:
+        ``(x, t)``: ``x`` of shape (300, 2) and ``dtype``; ``t`` int32, of shape (300, 3)
+        one-hot, or (300,) with the class indices 0, 1, 2 when ``one_hot=False``.
+
+    Raises:
+        ValueError: ``seed`` outside ``[0, 2**32 - 1]`` (NumPy's message).
+        TypeError: ``seed`` not an integer (a float or a string), or ``dtype`` not a
+            NumPy dtype (NumPy's messages).
+
+    Examples:
+        >>> x, t = load_data()
+        >>> x.shape, x.dtype, t.shape, t.dtype
+        ((300, 2), dtype('float64'), (300, 3), dtype('int32'))
+        >>> x[1].round(6), t[0]
+        (array([-0.000977,  0.009952]), array([1, 0, 0], dtype=int32))
+        >>> t.sum(axis=0).tolist()
+        [100, 100, 100]
+        >>> x, labels = load_data(one_hot=False, dtype="float32")
+        >>> x.dtype, labels.shape, labels[::100]
+        (dtype('float32'), (300,), array([0, 1, 2], dtype=int32))
+        >>> load_data(seed=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: Seed must be between 0 and 2**32 - 1
+    """
     draws = np.random.RandomState(seed).standard_normal(N * CLS_NUM)  # randn() x 300, in order
     rate = np.arange(N) / N
     j = np.repeat(np.arange(CLS_NUM, dtype=np.float64), N)
