@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from funcnet._arguments import positive_int
 from funcnet.layers import Affine, Layer, Sigmoid, serial
 
 __all__ = ["TwoLayerNet"]
@@ -27,8 +28,8 @@ def TwoLayerNet(input_size: int, hidden_size: int, output_size: int) -> Layer:
         ``TypeError`` for a dtype that is not floating point.
 
     Raises:
-        ValueError: ``hidden_size`` or ``output_size`` not an int >= 1 (from
-            `funcnet.layers.Affine`, whose message names it).
+        ValueError: ``input_size``, ``hidden_size`` or ``output_size`` not an int >= 1 (the message
+            names it).
 
     Examples:
         >>> import numpy as np
@@ -48,6 +49,7 @@ def TwoLayerNet(input_size: int, hidden_size: int, output_size: int) -> Layer:
         ...
         ValueError: Affine(0): out_dim must be a positive int, got 0
     """
+    positive_int("TwoLayerNet", "input_size", input_size)
     net = serial(Affine(hidden_size, w_init="book"), Sigmoid(), Affine(output_size, w_init="book"))
 
     def init(key, in_shape=(input_size,), dtype="float32"):

@@ -25,7 +25,19 @@ import numpy as np
 import pytest
 from conftest import readonly
 
-from funcnet import backend, checkpoint, gradcheck, layers, losses, optim, random, schedules, train, tree
+from funcnet import (
+    backend,
+    checkpoint,
+    datasets,
+    gradcheck,
+    layers,
+    losses,
+    optim,
+    random,
+    schedules,
+    train,
+    tree,
+)
 from funcnet.models import TwoLayerNet
 
 # --- the material the cases are made of (small, built once at import) -----------------------
@@ -467,6 +479,12 @@ RAISES = [
          TypeError, r"accuracy: labels must be integers, got float32"),
     case("evaluate targets as a list", lambda: train.evaluate(MODEL, STATE.params, X, LABELS.tolist()),
          TypeError, r"evaluate: t must be an array, got list"),
+    case("TwoLayerNet input_size 0", lambda: TwoLayerNet(0, 4, 3),
+         ValueError, r"TwoLayerNet: input_size must be a positive int, got 0"),
+    case("spiral seed None", lambda: datasets.spiral.load_data(seed=None),
+         TypeError, r"spiral.load_data: seed must be an int \(the same seed, the same data\), got None"),
+    case("spiral integer dtype", lambda: datasets.spiral.load_data(dtype="int32"),
+         TypeError, r"spiral.load_data: dtype must be a floating dtype, got int32"),
     case("predict x of another width", lambda: train.predict(MODEL, STATE.params, np.ones((4, 3), np.float32)),
          ValueError, r"serial layer 0: Affine\(4\): expected input of shape \(N, 2\), got \(4, 3\)"),
     case("predict empty x", lambda: train.predict(MODEL, STATE.params, DATA_X[:0]),

@@ -31,17 +31,16 @@ def load_data(seed: int = 1984, *, one_hot: bool = True, dtype: Any = "float64")
             default 1984 gives the book's data set. An int in ``[0, 2**32 - 1]`` (None
             seeds it from the OS, so the data differ at every call).
         one_hot: give ``t`` as one-hot rows (the book's) rather than class indices.
-        dtype: the dtype of ``x``, anything ``np.dtype`` accepts; ``x`` is computed in
-            float64 and cast (an integer dtype truncates every point to 0).
+        dtype: the floating dtype of ``x``; ``x`` is computed in float64 and cast.
 
     Returns:
         ``(x, t)``: ``x`` of shape (300, 2) and ``dtype``; ``t`` int32, of shape (300, 3)
         one-hot, or (300,) with the class indices 0, 1, 2 when ``one_hot=False``.
 
     Raises:
-        ValueError: ``seed`` outside ``[0, 2**32 - 1]`` (NumPy's message).
-        TypeError: ``seed`` not an integer (a float or a string), or ``dtype`` not a
-            NumPy dtype (NumPy's messages).
+        ValueError: ``seed`` outside ``[0, 2**32 - 1]``.
+        TypeError: ``seed`` not an integer (None would draw different data every call), or
+            ``dtype`` not a floating dtype (an integer one would truncate every point to 0).
 
     Examples:
         >>> x, t = load_data()
@@ -57,8 +56,14 @@ def load_data(seed: int = 1984, *, one_hot: bool = True, dtype: Any = "float64")
         >>> load_data(seed=-1)
         Traceback (most recent call last):
         ...
-        ValueError: Seed must be between 0 and 2**32 - 1
+        ValueError: spiral.load_data: seed must be in [0, 2**32 - 1], got -1
     """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"spiral.load_data: seed must be an int (the same seed, the same data), got {seed!r}")
+    if not 0 <= seed <= 2**32 - 1:
+        raise ValueError(f"spiral.load_data: seed must be in [0, 2**32 - 1], got {seed}")
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"spiral.load_data: dtype must be a floating dtype, got {np.dtype(dtype)}")
     draws = np.random.RandomState(seed).standard_normal(N * CLS_NUM)  # randn() x 300, in order
     rate = np.arange(N) / N
     j = np.repeat(np.arange(CLS_NUM, dtype=np.float64), N)
