@@ -175,18 +175,19 @@ def prepare(step: Any, params: Any, x: Any, t: Any, *, validate: bool = True) ->
     x, t = to_params_backend(params, x, t)
     xp = namespace(x, t)
     backend = name_of(xp)
-    host = backend == "jax"  # eager checks on jax would compile a kernel each: check host copies
-    checked_x, checked_t, checked_params = (to_numpy((x, t, params)) if host else (x, t, params))
-    if validate:
-        parts = (step.model, step.loss, checked_params) if isinstance(step, TrainStep) else (None, None, None)
-        validate_data(checked_x, checked_t, model=parts[0], loss=parts[1], params=parts[2])
     leaf = tree.any_leaf(params)
-    with np.errstate(over="ignore"):  # an overflowing cast is named just below, not warned about
+    with np.errstate(over="ignore"):  # an overflowing cast is named by the checks, not warned about
         cast = as_params_dtype("fit", x, leaf)
-    if validate and cast is not x and is_floating(cast.dtype):
-        host_cast = to_numpy(cast) if host else cast
-        cxp = np if host else xp
-        if not bool(cxp.all(cxp.isfinite(host_cast))):
-            raise ValueError(f"fit: x is finite as {x.dtype} but overflows the params' dtype {leaf.dtype} "
-                             "(scale the data, or train in a wider dtype)")
+    if validate:
+        # eager checks on jax would compile a kernel each: check host copies there
+        host = to_numpy if backend == "jax" else (lambda a: a)
+        model, loss = (step.model, step.loss) if isinstance(step, TrainStep) else (None, None)
+        hx, ht, hparams = host((x, t, params if model else None))  # one trip to the host
+        validate_data(hx, ht, model=model, loss=loss, params=hparams)
+        if cast is not x and is_floating(cast.dtype):
+            checked = host(cast)
+            cxp = namespace(checked)
+            if not bool(cxp.all(cxp.isfinite(checked))):
+                raise ValueError(f"fit: x is finite as {x.dtype} but overflows the params' dtype {leaf.dtype} "
+                                 "(scale the data, or train in a wider dtype)")
     return Data(cast, t, xp, backend)

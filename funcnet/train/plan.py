@@ -36,7 +36,6 @@ __all__ = ["MAX_PLANS", "plan_runs"]  # the rest is TrainStep's machinery
 MAX_PLANS = 8
 """At most this many batch signatures get a plan per step (one a batch shape; fit needs one)."""
 
-_MODEL = "model"  # the cache entry holding the model's layer list (or False: no plan for it)
 
 _DENSE = {"affine": ("W", "b"), "matmul": ("W",)}
 _ACTIVATIONS = {"sigmoid": ops.sigmoid, "relu": ops.relu, "tanh": ops.tanh}
@@ -44,6 +43,7 @@ _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 # the codes of a plan's layers
 _AFFINE, _MATMUL, _SIGMOID, _RELU, _TANH, _BIG = 0, 1, 2, 3, 4, 5  # _BIG: an activation via ops
+_ACTIVATION_CODES = {"sigmoid": _SIGMOID, "relu": _RELU, "tanh": _TANH}
 
 
 class Plan:
@@ -87,12 +87,13 @@ def plan_runs(step: Any) -> int:
         >>> plan_runs(step)
         1
     """
-    return sum(p.runs for k, p in step._plans.items() if k != _MODEL and p is not None)
+    return sum(p.runs for p in step._plans.values() if p is not None)
 
 
-def _layers(model: Layer) -> tuple[tuple[Layer, ...], bool] | None:
-    """``(layers, bare)``: the model's layers when a plan can run it (``bare``: not a serial)."""
-    if model.stochastic or not is_builtin(model):  # a kind is trusted only on an unchanged built-in
+def plannable(model: Layer, loss: Any) -> tuple[tuple[Layer, ...], bool] | None:
+    """``(layers, bare)``: the model's layers when a plan can run it with ``loss`` (``bare``: the
+    model is one dense layer, not a serial); None when it cannot (the checked path always runs)."""
+    if loss is not softmax_cross_entropy or model.stochastic or not is_builtin(model):  # a kind is trusted only on an unchanged built-in
         return None
     if model.kind in _DENSE:
         return (model,), True
@@ -105,13 +106,11 @@ def _layers(model: Layer) -> tuple[tuple[Layer, ...], bool] | None:
     return tuple(model.sublayers), False
 
 
-def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any, x: Any, t: Any) -> Plan | None:
+def build_plan(found: tuple[tuple[Layer, ...], bool], optimizer: Any, state: Any, x: Any, t: Any) -> Plan | None:
     """A plan for ``(state, (x, t))``, a batch the checked step has just run, or None.
 
     Args:
-        cache: the step's plan cache (its model entry is filled on first use).
-        model: the step's model.
-        loss: the step's loss.
+        found: what `plannable` found in the step's model and loss.
         optimizer: the step's optimizer (its per-leaf rule is run in place of its update where it
             has one; otherwise its update is called as it is).
         state: the state the checked step was given.
@@ -121,10 +120,7 @@ def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any,
     Returns:
         The plan, or None when the step is not one a plan can run.
     """
-    found = cache.get(_MODEL)
-    if found is None:
-        found = cache[_MODEL] = _layers(model) if loss is softmax_cross_entropy else False
-    if not found or type(x) is not np.ndarray or type(t) is not np.ndarray or type(state) is not TrainState:
+    if type(x) is not np.ndarray or type(t) is not np.ndarray or type(state) is not TrainState:
         return None
     layers, bare = found
     params = state.params
@@ -144,7 +140,7 @@ def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any,
             if width * n >= IN_PLACE_MIN_SIZE:
                 codes.append((_BIG, _ACTIVATIONS[layer.kind]))
             else:
-                codes.append(({"sigmoid": _SIGMOID, "relu": _RELU, "tanh": _TANH}[layer.kind], None))
+                codes.append((_ACTIVATION_CODES[layer.kind], None))
             shapes.append(None)
             continue
         if type(p) is not dict or tuple(p) != keys:
@@ -168,7 +164,7 @@ def build_plan(cache: dict, model: Layer, loss: Any, optimizer: Any, state: Any,
     update = _flat_update(optimizer, state.opt_state, dense_keys, tuple(shapes), bare, dt)
     if update is None:
         update = _tree_update(optimizer.update, bare)
-    run = _kernel(tuple(codes), tuple(shapes), bare, dt, n, c, labels, t.dtype,
+    run = _kernel(tuple(codes), dense_keys, tuple(shapes), bare, dt, n, c, labels, t.dtype,
                   type(state.opt_state), layers[0].skips_input_grad, update)
     return Plan(run)
 
@@ -267,7 +263,7 @@ def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tupl
     return run
 
 
-def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips, update):
+def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips, update):
     """The fused step of one batch signature (see the module docstring)."""
     depth = len(codes)
     scalar = np.dtype(dt).type
@@ -290,7 +286,6 @@ def _kernel(codes, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skip
     multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
     negative, tanh, where, greater, astype, equal = np.negative, np.tanh, np.where, np.greater, np.astype, np.equal
     max_reduce = np.maximum.reduce
-    dense_keys = tuple(("W", "b") if code == _AFFINE else ("W",) if code == _MATMUL else None for code, _ in codes)
     rev = range(depth - 1, -1, -1)
     big = [code in (_AFFINE, _MATMUL) and extra for code, extra in codes]  # Affine adds b in place
 

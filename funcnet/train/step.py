@@ -11,7 +11,7 @@ from funcnet import tree
 from funcnet.backend import is_complex, namespace
 from funcnet.layers import Layer
 from funcnet.losses import Loss
-from funcnet.train.plan import MAX_PLANS, build_plan
+from funcnet.train.plan import MAX_PLANS, build_plan, plan_key, plannable
 from funcnet.train.state import TrainState, check_parts, step_key
 
 __all__ = ["TrainStep", "make_train_step"]
@@ -49,17 +49,21 @@ class TrainStep:
     model: Layer
     loss: Loss
     optimizer: Any
+    # what a plan can run of the model (None: nothing, every call takes the checked path), found
+    # once; and the plans made so far, one per batch signature (None: that signature cannot have one)
+    _plannable: Any = field(init=False, repr=False, compare=False)
     _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_parts("TrainStep", model=self.model, optimizer=self.optimizer, loss=self.loss)
+        object.__setattr__(self, "_plannable", plannable(self.model, self.loss))  # frozen: set once, here
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
-        if type(batch) is tuple and len(batch) == 2:
+        if self._plannable is not None and type(batch) is tuple and len(batch) == 2:
             x, t = batch
             if type(x) is np.ndarray and type(t) is np.ndarray:
                 plans = self._plans
-                key = (x.shape, x.dtype, t.shape, t.dtype)
+                key = plan_key(x, t)
                 plan = plans.get(key, False)
                 if plan:
                     out = plan(state, x, t)
@@ -68,8 +72,8 @@ class TrainStep:
                         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), \
                             {"loss": value}
                 result = self._checked(state, batch)
-                if plan is False and len(plans) <= MAX_PLANS:  # a new signature: plan it (None: cannot)
-                    plans[key] = build_plan(plans, self.model, self.loss, self.optimizer, state, x, t)
+                if plan is False and len(plans) < MAX_PLANS:  # a new signature: plan it (None: cannot)
+                    plans[key] = build_plan(self._plannable, self.optimizer, state, x, t)
                 return result
         return self._checked(state, batch)
 
