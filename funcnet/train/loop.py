@@ -309,7 +309,8 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     data = prepare(step, state.params, x, t, validate=validate)
     batch_size = _batch_size(batch_size, data.size)
     iters = data.size // batch_size
-    host_key, current = to_numpy(state.key), int(to_numpy(state.step))  # read once, here
+    # read once, here; a count that is no whole number >= 0 is refused, never truncated
+    host_key, current = to_numpy(state.key), non_negative_int("fit", "state.step", _host_int(state.step))
     state = _at_boundary(state, data, host_key, current)
     first_epoch, first_iter = _start(state, batch_size, iters)
     state = state._replace(epoch=first_epoch, offset=first_iter * batch_size)
