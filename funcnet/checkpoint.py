@@ -21,12 +21,10 @@ What funcnet adds to the format:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -35,7 +33,7 @@ import safetensors
 import safetensors.numpy
 
 from funcnet import backend, tree
-from funcnet.io import file_kind, fs_path, write_atomic
+from funcnet.io import fs_path, open_regular, write_atomic
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "read_metadata", "save"]
 
@@ -128,28 +126,19 @@ def save(
     _check_names(names, "the saved tree")
     arrays = {name: _stored(name, leaf, storage) for name, leaf in tree.leaves_with_paths(tree_)}
     meta = {_FORMAT_KEY: FORMAT, _VERSION_KEY: VERSION, _STRUCTURE_KEY: str(tree.structure(tree_)), **user}
-    # The digest covers the header as safetensors lays it out (offsets included) and the data:
-    # serialise once to learn the layout, then again with the digest. Metadata does not move data.
-    draft = safetensors.numpy.save(arrays, metadata=meta)
-    header, data = _split(draft, path)
-    blob = _canonical(safetensors.numpy.save(arrays, metadata={**meta, _DIGEST_KEY: _digest(header, data)}))
+    # safetensors lays the tensors out (offsets do not depend on the metadata); the digest of that
+    # header and data then goes into the header, which is written again with sorted keys:
+    # safetensors writes ``__metadata__`` in hash-map order, which changes from process to process,
+    # and the same tree must give the same bytes (seeded runs are compared byte for byte).
+    blob = safetensors.numpy.save(arrays, metadata=meta)
     length = int.from_bytes(blob[:8], "little")
-    if length > _MAX_HEADER:
-        raise ValueError(f"the checkpoint header would be {length} bytes; safetensors reads {_MAX_HEADER}")
-    write_atomic(path, blob, what="checkpoint")
-
-
-def _canonical(blob: bytes) -> bytes:
-    """``blob`` with its header's keys sorted.
-
-    safetensors writes ``__metadata__`` in hash-map order, which changes from process to
-    process; the same tree must give the same bytes (seeded runs are compared byte for byte).
-    """
-    length = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + length])
+    header, data = json.loads(blob[8 : 8 + length]), memoryview(blob)[8 + length :]
+    header[_METADATA][_DIGEST_KEY] = _digest(header, data)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("ascii")
     text += b" " * (-len(text) % 8)  # safetensors' own padding: the data starts 8-byte aligned
-    return len(text).to_bytes(8, "little") + text + blob[8 + length:]
+    if len(text) > _MAX_HEADER:
+        raise ValueError(f"the checkpoint header would be {len(text)} bytes; safetensors reads {_MAX_HEADER}")
+    write_atomic(path, [len(text).to_bytes(8, "little"), text, data], what="checkpoint")
 
 
 def _storage_dtype(dtype: Any) -> np.dtype | None:
@@ -298,21 +287,7 @@ def read_metadata(path: str | bytes | os.PathLike[Any]) -> dict[str, str]:
 
 def _read(path: str, *, header_only: bool) -> bytes:
     """The file's bytes (or its length field and header), from a regular file only."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, "no checkpoint file at this path", path) from None
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    kind = file_kind(mode)
-    if kind is not None:  # said before opening it: opening a FIFO without a writer blocks forever
-        raise CheckpointError(f"{path} is {kind}, not a regular file: not a checkpoint")
-    # O_NONBLOCK: should the path have become a FIFO since, the open returns at once (and fstat refuses)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
-        kind = file_kind(os.fstat(f.fileno()).st_mode)
-        if kind is not None:
-            raise CheckpointError(f"{path} is {kind}, not a regular file: not a checkpoint")
+    with open_regular(path, what="checkpoint", error=CheckpointError) as f:
         if not header_only:
             return f.read()  # to the end, whatever st_size says (/proc files say 0)
         prefix = f.read(8)

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet import train
-from funcnet.io import write_atomic
+from funcnet.io import check_destination, open_regular, write_atomic
 
 __all__ = ["Results", "SweepError", "experiment_id", "grid", "run_id", "sweep"]
 
@@ -418,8 +418,13 @@ def _load(out: Path, run: _Run, name: str, identity: str) -> dict[str, Any] | No
     A record is checked as strictly as a new run's: anything missing or malformed means run it
     again. A valid record of another experiment is an error: its folder is not this sweep's.
     """
+    path = out / f"{run.id}.json"
+    # said before any run: a folder, a FIFO (whose read would block), a device or a loop of links
+    # at a record's path could not take the run's record after the run
+    check_destination(path, what="run's record")
     try:
-        record = json.loads((out / f"{run.id}.json").read_text())
+        with open_regular(path, what="run's record") as f:
+            record = json.loads(f.read())
     except (OSError, ValueError):  # absent, or unreadable: run it
         return None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -751,7 +756,7 @@ class Results:
         writer.writeheader()
         for row in self.rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})
-        write_atomic(os.fspath(path), [buffer.getvalue().encode()])
+        write_atomic(path, buffer.getvalue().encode(), what="table")
 
     def to_pandas(self) -> Any:
         """The table as a pandas DataFrame (``history`` a column of lists)."""
@@ -791,10 +796,9 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
     """One line a configuration: the mean loss history over its successful seeds, with its spread."""
     if band not in ("minmax", "std"):
         raise ValueError(f"plot: band must be 'minmax' or 'std', got {band!r}")
-    from funcnet.plot import finish, pyplot
+    from funcnet.plot import finish, subplots
 
-    plt = pyplot(show)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = subplots(show, (7.5, 4.5))
     keys = results.config_keys
     # a key with one value in the whole sweep says nothing in a legend: it goes to the title
     varying = [k for k in keys if len({_hashable(row.get(k)) for row in results}) > 1]
@@ -829,7 +833,7 @@ def _plot_histories(results: Results, *, path: str | os.PathLike[str] | None = N
     if ax.lines:
         ax.legend(fontsize="small", loc="upper right", ncol=2 if len(ax.lines) > 6 else 1)
     ax.grid(alpha=0.3)
-    return finish(plt, fig, None if path is None else Path(path), show)
+    return finish(None, fig, path, show)
 
 
 # ------------------------------------------------------------------------------ moved names

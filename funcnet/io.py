@@ -18,9 +18,9 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["check_destination", "file_kind", "fs_path", "write_atomic"]
+__all__ = ["check_destination", "file_kind", "fs_path", "open_regular", "write_atomic"]
 
 # The temporary name keeps this many characters of the destination's name: enough to tell
 # whose it is, short enough that a 255-byte destination name still leaves room.
@@ -82,6 +82,64 @@ def fs_path(path: str | bytes | os.PathLike[Any], what: str = "file") -> str:
         return os.fsdecode(path)
     except TypeError:
         raise TypeError(f"a {what} path must be str, bytes or os.PathLike, got {type(path).__name__}") from None
+
+
+def open_regular(path: str | bytes | os.PathLike[Any], *, what: str = "file",
+                 error: type[Exception] = ValueError) -> BinaryIO:
+    """``path`` opened for binary reading, when it is a regular file (or a link to one).
+
+    A FIFO, a device or a socket is refused before it is opened (opening a FIFO without a writer
+    blocks forever, ``/dev/zero`` never ends); the open itself does not block either, and the
+    opened file is checked again, should the path have been replaced in between.
+
+    Args:
+        path: the file to read; str, bytes or path-like.
+        what: what the file is, in the caller's words, for error messages (``"checkpoint"``).
+        error: the exception class raised for a file that is not a regular file.
+
+    Returns:
+        The open file (a context manager).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        IsADirectoryError: ``path`` is a folder.
+        error: ``path`` is a FIFO, a device, a socket or another non-regular file.
+        OSError: a loop of links, no permission.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+        >>> write_atomic(path, b"hello")
+        >>> with open_regular(path) as f:
+        ...     f.read()
+        b'hello'
+        >>> open_regular(os.devnull, what="record")
+        Traceback (most recent call last):
+        ...
+        ValueError: /dev/null is a character device, not a regular file: not a record
+    """
+    path = fs_path(path, what)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"no {what} file at this path", path) from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    _refuse_irregular(mode, path, what, error)
+    # O_NONBLOCK: should the path have become a FIFO since, the open returns at once (and fstat refuses)
+    f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)), "rb")
+    try:
+        _refuse_irregular(os.fstat(f.fileno()).st_mode, path, what, error)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _refuse_irregular(mode: int, path: str, what: str, error: type[Exception]) -> None:
+    kind = file_kind(mode)
+    if kind is not None:
+        raise error(f"{path} is {kind}, not a regular file: not a {what}")
 
 
 def check_destination(path: str | bytes | os.PathLike[Any], *, what: str = "file") -> str:

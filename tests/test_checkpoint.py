@@ -19,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from funcnet import backend, checkpoint, tree
+from funcnet import backend, checkpoint, optim, tree
 from funcnet.checkpoint import CheckpointError
+from funcnet.models import TwoLayerNet
+from funcnet.trainer import Trainer
 
 
 class AdamState(NamedTuple):
@@ -586,8 +588,11 @@ def _opens_for_writing(path: pathlib.Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
-@pytest.mark.parametrize("read", [lambda p: checkpoint.load(p, {"x": np.ones(1)}), checkpoint.read_metadata],
-                         ids=["load", "read_metadata"])
+@pytest.mark.parametrize("read", [
+    lambda p: checkpoint.load(p, {"x": np.ones(1)}),
+    checkpoint.read_metadata,
+    lambda p: Trainer(TwoLayerNet(2, 10, 3), optim.SGD(1.0)).load(p),
+], ids=["load", "read_metadata", "Trainer.load"])
 def test_a_fifo_is_refused_before_it_is_opened(tmp_path, read):
     fifo = tmp_path / "state.safetensors"
     os.mkfifo(fifo)

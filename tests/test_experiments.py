@@ -13,6 +13,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -246,17 +247,40 @@ def test_a_read_only_out_dir_is_named_before_any_run(tmp_path, monkeypatch):
     assert executions(tmp_path) == 0  # said before an hour of runs, not after the first
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_really_read_only_out_dir_is_named(tmp_path):
+# a really read-only out_dir (not as root): tests/test_io.py::test_a_really_read_only_folder_is_named
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(_fifo, id="FIFO", marks=pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")),
+    pytest.param(Path.mkdir, id="folder"),
+    pytest.param(lambda path: path.symlink_to(os.devnull), id="link to a device"),
+    pytest.param(lambda path: path.symlink_to(path.name), id="loop of links"),
+])
+def test_a_record_path_that_is_no_regular_file_is_refused_before_any_run(tmp_path, make):
+    """Reading a FIFO record would block the sweep forever; any of these would fail the write after the run."""
     out = tmp_path / "runs"
     out.mkdir()
-    out.chmod(0o500)
+    config = {"scale": 1.0, "dir": str(tmp_path)}
+    make(out / f"{run_id(config, 1)}.json")
+
+    def blocked(signum, frame):
+        raise TimeoutError("the sweep blocked on its out_dir")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(10)
     try:
-        with pytest.raises(PermissionError, match="out_dir") as info:
-            sweep(toy, [{"scale": 1.0}], 1, out_dir=out, progress=False)
-        assert info.value.filename == str(out) and ".tmp" not in str(info.value)
+        with pytest.raises((ValueError, OSError)) as info:
+            sweep(counted, [config], 2, out_dir=out, progress=False)
     finally:
-        out.chmod(0o700)
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not isinstance(info.value, TimeoutError), info.value
+    assert f"{run_id(config, 1)}.json" in str(info.value)
+    assert executions(tmp_path) == 0
 
 
 def test_invalid_sweeps_are_refused():

@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from funcnet import io
+from funcnet.experiments import sweep
 
 
 def _names(folder) -> list[str]:
@@ -113,14 +114,19 @@ def test_a_folder_that_refuses_files_is_named_not_the_temporary_file(tmp_path, m
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_really_read_only_folder_is_named(tmp_path):
+@pytest.mark.parametrize("write, named, match", [
+    (lambda folder: io.write_atomic(folder / "c", b"data"), lambda folder: folder / "c", ""),
+    (lambda folder: sweep(lambda config, seed: {"loss": 0.0}, [{}], 1, out_dir=folder, progress=False),
+     lambda folder: folder, "out_dir"),
+], ids=["write_atomic", "sweep's out_dir"])
+def test_a_really_read_only_folder_is_named(tmp_path, write, named, match):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(PermissionError) as info:
-            io.write_atomic(folder / "c", b"data")
-        assert info.value.filename == str(folder / "c") and ".tmp" not in str(info.value)
+        with pytest.raises(PermissionError, match=match) as info:
+            write(folder)
+        assert info.value.filename == str(named(folder)) and ".tmp" not in str(info.value)
     finally:
         folder.chmod(0o700)
 
