@@ -85,41 +85,42 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         if type(state) is not AccumulateState:
             raise TypeError(f"{name}.update: state must be the AccumulateState that its init makes, "
                             f"got {type(state).__name__}")
-        tree.assert_same_structure(params, grads, f"{name}.update: grads")
+        p_leaves, spec = tree.flatten(params)
+        g_leaves = tree.flatten_like(spec, grads)  # cheap, and None on a mismatch
+        if g_leaves is None:
+            tree.assert_same_structure(params, grads, f"{name}.update: grads")
+            g_leaves = tree.leaves(grads)
         t, next_step = _host_count(state.mini_step)
-        g_leaves, spec = tree.flatten(grads)
-        p_leaves = tree.leaves(params)
         try:  # the wrapped optimizer would see only the mean: check grads against params here
             mismatch = any(p.shape != g.shape or p.dtype != g.dtype for p, g in zip(p_leaves, g_leaves, strict=True))
         except AttributeError:
             mismatch = True
         if mismatch:
             raise _leaf_error(name, params, p_leaves, g_leaves)
-        m_leaves = tree.leaves(state.grad_mean)
-        if len(m_leaves) != len(g_leaves) or any(m.shape != p.shape for m, p in zip(m_leaves, p_leaves, strict=True)):
+        m_leaves = tree.flatten_like(spec, state.grad_mean)
+        if m_leaves is None or any(m.shape != p.shape for m, p in zip(m_leaves, p_leaves, strict=True)):
             tree.assert_same_structure(params, state.grad_mean, f"{name}.update: state.grad_mean")
             bad = next(path for (path, m), p in zip(tree.leaves_with_paths(state.grad_mean), p_leaves, strict=True)
-                       if m.shape != p.shape)
+                       if getattr(m, "shape", None) != p.shape)
             raise ValueError(f"{name}.update: state.grad_mean leaf {bad!r} does not have its param's shape "
                              "(a state of another model?)")
         xp = _namespace(g_leaves)
-        means = [m + (xp.astype(g, m.dtype) - m) / (t + 1) for g, m in zip(g_leaves, m_leaves, strict=True)]
+        means = [m + ((g if g.dtype == m.dtype else xp.astype(g, m.dtype)) - m) / (t + 1)
+                 for g, m in zip(g_leaves, m_leaves, strict=True)]
+        if isinstance(t, int) and t + 1 < k:  # a host count between steps: the mean only
+            return params, AccumulateState(next_step, tree.unflatten(spec, means), state.inner)
         mean_grads = tree.unflatten(spec, [m if m.dtype == g.dtype else xp.astype(m, g.dtype)
                                            for g, m in zip(g_leaves, means, strict=True)])
+        new_params, new_inner = inner_update(params, mean_grads, state.inner)
+        zeros = [xp.zeros_like(m) for m in means]
         if isinstance(t, int):
-            if t + 1 < k:
-                return params, AccumulateState(next_step, tree.unflatten(spec, means), state.inner)
-            params, inner = inner_update(params, mean_grads, state.inner)
-            zeros = tree.unflatten(spec, [xp.zeros_like(m) for m in means])
-            return params, AccumulateState(_like(state.mini_step, 0), zeros, inner)
+            return new_params, AccumulateState(_like(state.mini_step, 0), tree.unflatten(spec, zeros), new_inner)
         # a device or traced count: no Python if on it; both outcomes computed, one selected
         emit = t == k - 1
-        new_params, new_inner = inner_update(params, mean_grads, state.inner)
 
         def pick(new, old):
             return tree.map(lambda a, b: xp.where(emit, a, b), new, old)
 
-        zeros = [xp.zeros_like(m) for m in means]
         kept = tree.unflatten(spec, [xp.where(emit, z, m) for z, m in zip(zeros, means, strict=True)])
         return pick(new_params, params), AccumulateState(next_step % k, kept, pick(new_inner, state.inner))
 

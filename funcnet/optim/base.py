@@ -150,18 +150,17 @@ def _is_host(x: Any) -> bool:
 
 def _host_count(count: Any) -> tuple[Any, Any]:
     """``(t, next_count)``: ``t`` a Python int for a host count, else the count itself (never read)."""
-    if isinstance(count, np.ndarray | np.integer):
-        t = int(count)
-        if t >= np.iinfo(count.dtype).max:
-            raise OverflowError(f"the optimizer's step count {t} is the largest its {count.dtype} holds: "
-                                "this state cannot take another step")
-        return t, np.asarray(t + 1, dtype=count.dtype)
     if isinstance(count, int):
         return count, count + 1
-    if not is_traced(count) and type(count).__module__.startswith("array_api_strict"):
-        t = int(count)
-        return t, count.__array_namespace__().asarray(t + 1, dtype=count.dtype)
-    return count, count + 1
+    if not isinstance(count, np.ndarray | np.integer) and not type(count).__module__.startswith("array_api_strict"):
+        return count, count + 1  # on a device or traced: no sync
+    t = int(count)
+    xp = np if isinstance(count, np.ndarray | np.integer) else count.__array_namespace__()
+    try:  # out of the dtype's range: NumPy and array_api_strict raise OverflowError
+        return t, xp.asarray(t + 1, dtype=count.dtype)
+    except OverflowError:
+        raise OverflowError(f"the optimizer's step count {t} is the largest its {count.dtype} holds: "
+                            "this state cannot take another step") from None
 
 
 _LARGEST: dict[tuple[type, Any], float] = {}

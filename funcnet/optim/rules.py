@@ -94,6 +94,8 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
         slots: slot name -> initial value, e.g. ``{"velocity": 0.0}``.
         state_name: the state type's name; defaults to ``name`` in CamelCase plus ``State``.
         state_doc: the state type's docstring.
+        check_outputs: check at every step that the leaf function returned ``(new_p, *new_slots)``
+            in the params' and slots' shapes and dtypes (the built-ins, known to, turn it off).
 
     Returns:
         The optimizer; its state is ``state_type(state_name, slots)(count, *slot_trees)``.
@@ -119,7 +121,8 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
 
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,
-                        state_name: str | None = None, state_doc: str | None = None) -> GradientTransform:
+                        state_name: str | None = None, state_doc: str | None = None,
+                        check_outputs: bool = True) -> GradientTransform:
     """A `GradientTransform` from a per-leaf rule: ``leaf(p, g, *slots) -> (new_g, *new_slots)``.
 
     The same lifter as `from_rule`, without an lr (``step.lr`` is None); ``params`` must
@@ -131,6 +134,7 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
         slots: slot name -> initial value.
         state_name: the state type's name; defaults to ``name`` in CamelCase plus ``State``.
         state_doc: the state type's docstring.
+        check_outputs: as `from_rule`'s.
 
     Returns:
         The gradient transformation.
@@ -147,7 +151,8 @@ def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | N
         >>> g["w"].tolist(), int(state.count)
         ([2.0], 2)
     """
-    init, update, _ = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc, True)
+    init, update, _ = _lift(name, rule, lambda count, xp, dtype: None, slots, state_name, state_doc,
+                           check_outputs)
 
     def transform_update(grads, state, params):
         if params is None:
@@ -219,7 +224,13 @@ def _mixed(xp: Any, leaf: LeafRule, p: Any, g: Any, *slots: Any) -> tuple[Any, .
     return (xp.astype(out, p.dtype), *new_slots)
 
 
-def check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: list[list[Any]], params: Any) -> None:
+def _fits(new: Any, old: Any) -> bool:
+    # dtypes: `is` first spares NumPy's slow ==
+    return new.shape == old.shape and (new.dtype is old.dtype or new.dtype == old.dtype)
+
+
+def _check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: list[list[Any]],
+                   params: Any) -> None:
     """Refuse what a rule's leaf function returned unless it is ``(new_value, *new_slots)`` of the
     params' and slots' shapes and dtypes: a rule returning a bare array (``p - lr * g`` without
     the comma), a wider dtype or another shape would otherwise change the params silently.
@@ -228,24 +239,10 @@ def check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: l
         TypeError, ValueError: naming the optimizer, the leaf's path and what came.
     """
     n = 1 + len(slot_leaves)
-    try:  # one pass of cheap comparisons on good output (dtypes: `is` spares NumPy's slow ==)
-        for out, p in zip(new, p_leaves, strict=True):
-            if type(out) is not tuple or len(out) != n:
-                break
-            v = out[0]
-            if v.shape != p.shape or (v.dtype is not p.dtype and v.dtype != p.dtype):
-                break
-        else:
-            for column, k in zip(slot_leaves, range(1, n), strict=True):
-                for out, old in zip(new, column, strict=True):
-                    v = out[k]
-                    if v.shape != old.shape or (v.dtype is not old.dtype and v.dtype != old.dtype):
-                        break
-                else:
-                    continue
-                break
-            else:
-                return
+    try:  # one pass of cheap comparisons on good output; `_diagnose_outputs` names a fault
+        if all(type(out) is tuple and len(out) == n and all(map(_fits, out, olds))
+               for out, *olds in zip(new, p_leaves, *slot_leaves, strict=True)):
+            return
     except AttributeError:  # not an array
         pass
     _diagnose_outputs(name, new, p_leaves, slot_leaves, params)
@@ -348,7 +345,7 @@ def _lift(name: str, rule: Rule, lr_at: Callable[[Any, Any, Any], Any], slots: M
         else:
             new = [leaf(*row) for row in rows]
         if checked:
-            check_outputs(name, new, p_leaves, slot_leaves, params)
+            _check_outputs(name, new, p_leaves, slot_leaves, params)
         if not n_slots:  # no state trees to regroup
             return tree.unflatten(spec, [row[0] for row in new]), state_cls(next_count)
         columns = [tree.unflatten(spec, list(column)) for column in zip(*new, strict=True)]

@@ -19,7 +19,7 @@ from funcnet import tree
 from funcnet._arguments import real_number
 from funcnet.backend import namespace
 from funcnet.optim.base import GradientTransform, LearningRate, Optimizer, Step, _host_count, _is_host
-from funcnet.optim.optimizers import adam_direction, sgd
+from funcnet.optim.optimizers import _form, adam_direction, sgd
 from funcnet.optim.rules import LeafRule, _is_half, _namespace, state_type, transform_from_rule
 from funcnet.schedules import Schedule
 
@@ -85,7 +85,11 @@ def clip_grads(grads: Tree, max_norm: float) -> Tree:
         >>> optim.clip_grads({"g": np.array([3.0, 4.0])}, 1.0)["g"].round(6).tolist()
         [0.6, 0.8]
     """
-    max_norm = _positive_norm("clip_grads", max_norm)
+    return _clip_grads(grads, _positive_norm("clip_grads", max_norm))
+
+
+def _clip_grads(grads: Tree, max_norm: float) -> Tree:
+    """`clip_grads` for a max_norm checked already (the transformations check it once, when built)."""
     leaves, spec = tree.flatten(grads)
     if not leaves:
         return grads
@@ -162,11 +166,9 @@ def clip_by_global_norm(max_norm: float, *, form: Literal["book", "standard"] = 
     """
     name = "clip_by_global_norm"
     max_norm = _positive_norm(name, max_norm)
-    if form == "book":
-        return stateless(lambda grads: clip_grads(grads, max_norm))
-    if form == "standard":
-        return stateless(_clip_standard(max_norm))
-    raise ValueError(f"{name}: form must be 'book' or 'standard', got {form!r}")
+    if _form(name, form) == "book":
+        return stateless(lambda grads: _clip_grads(grads, max_norm))
+    return stateless(_clip_standard(max_norm))
 
 
 def clip(max_delta: float) -> GradientTransform:
@@ -314,7 +316,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_roo
         return lambda p, g, m, v: direction(g, m, v)
 
     return transform_from_rule(name, rule, slots={"first_moment": 0.0, "second_moment": 0.0},
-                               state_name="ScaleByAdamState")
+                               state_name="ScaleByAdamState", check_outputs=False)
 
 
 def chain(*transforms_then_optimizer: GradientTransform | Optimizer) -> Optimizer:
@@ -410,7 +412,7 @@ def with_clipping(optimizer: Optimizer, max_norm: float) -> Optimizer:
     inner_update = optimizer.update
 
     def update(params, grads, state):
-        return inner_update(params, clip_grads(grads, max_norm), state)
+        return inner_update(params, _clip_grads(grads, max_norm), state)
 
     return Optimizer(optimizer.init, update)
 
