@@ -238,14 +238,19 @@ def _check_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: 
     Raises:
         TypeError, ValueError: naming the optimizer, the leaf's path and what came.
     """
-    n = 1 + len(slot_leaves)
-    try:  # one pass of cheap comparisons on good output; `_diagnose_outputs` names a fault
-        if all(type(out) is tuple and len(out) == n and all(map(_fits, out, olds))
-               for out, *olds in zip(new, p_leaves, *slot_leaves, strict=True)):
-            return
-    except AttributeError:  # not an array
-        pass
+    # one pass of cheap comparisons on good output; `_diagnose_outputs` names a fault
+    if all(leaf_output_fits(out, olds) for out, *olds in zip(new, p_leaves, *slot_leaves, strict=True)):
+        return
     _diagnose_outputs(name, new, p_leaves, slot_leaves, params)
+
+
+def leaf_output_fits(out: Any, olds: Any) -> bool:
+    """Whether a rule's leaf function returned ``(new_value, *new_slots)`` of the shapes and dtypes
+    of ``olds`` (the param, then its slots); the one test of the lifter and of the step plans."""
+    try:
+        return type(out) is tuple and len(out) == len(olds) and all(map(_fits, out, olds))
+    except AttributeError:  # not an array
+        return False
 
 
 def _diagnose_outputs(name: str, new: list[Any], p_leaves: list[Any], slot_leaves: list[list[Any]],

@@ -29,6 +29,7 @@ from funcnet.backend import IN_PLACE_MIN_SIZE
 from funcnet.layers import Layer, is_builtin
 from funcnet.losses import softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
+from funcnet.optim.rules import leaf_output_fits
 from funcnet.train.state import TrainState
 
 __all__ = ["MAX_PLANS", "plan_runs"]  # the rest is TrainStep's machinery
@@ -189,18 +190,6 @@ def _layers_fit(per_layer: Any, dense_keys: Any, shapes: Any, dt: Any) -> bool:
     return True
 
 
-def _rule_output_fits(out: Any, p: np.ndarray, slots: list[np.ndarray]) -> bool:
-    """Whether a rule's leaf function returned ``(new_value, *new_slots)`` shaped as it must."""
-    if type(out) is not tuple or len(out) != len(slots) + 1:
-        return False
-    for new, old in zip(out, (p, *slots), strict=True) if slots else ((out[0], p),):
-        # dtypes of the same kind are one object in NumPy: `is` first spares the slow comparison
-        if type(new) is not np.ndarray or new.shape != old.shape or (new.dtype is not old.dtype
-                                                                      and new.dtype != old.dtype):
-            return False
-    return True
-
-
 def _tree_update(update: Any, bare: bool) -> Any:
     """The optimizer's own ``update`` (all its checks), on the plan's per-layer grads."""
 
@@ -247,7 +236,7 @@ def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tupl
             for k in keys:
                 slots_k = [slot[i][k] for slot in slot_layers]
                 out = leaf(p[k], g[k], *slots_k)
-                if checked and not _rule_output_fits(out, p[k], slots_k):
+                if checked and not leaf_output_fits(out, (p[k], *slots_k)):
                     # not what a rule must return: the optimizer's own update names the fault
                     return _tree_update(optimizer.update, bare)(state, per_layer, grads)
                 layer_params[k] = out[0]
