@@ -191,68 +191,43 @@ def why_unavailable(name: str) -> str | None:
     return None
 
 
-def is_numpy(xp: ModuleType) -> bool:
-    """True for NumPy's array module (bare or array_api_compat's wrapper).
+# backend name -> array_api_compat's predicate of its namespace, in the order of NAMES; the
+# public is_numpy, is_cupy, is_jax and is_array_api_strict below are made from this one table
+_NAMESPACE_PREDICATES: dict[str, Any] = {
+    "numpy": array_api_compat.is_numpy_namespace,
+    "cupy": array_api_compat.is_cupy_namespace,
+    "jax": array_api_compat.is_jax_namespace,
+    "array_api_strict": array_api_compat.is_array_api_strict_namespace,
+}
+
+
+def _namespace_predicate(name: str, what: str) -> Any:
+    check = _NAMESPACE_PREDICATES[name]
+
+    def predicate(xp: ModuleType) -> bool:
+        return check(xp)
+
+    predicate.__name__ = predicate.__qualname__ = f"is_{name}"
+    predicate.__doc__ = f"""True for {what}.
 
     Args:
         xp: an array module.
 
     Returns:
-        Whether it is NumPy.
+        Whether it is {name}'s.
 
     Examples:
-        >>> is_numpy(np)
-        True
+        >>> is_{name}(np)
+        {name == "numpy"}
     """
-    return array_api_compat.is_numpy_namespace(xp)
+    return predicate
 
 
-def is_jax(xp: ModuleType) -> bool:
-    """True for ``jax.numpy``.
-
-    Args:
-        xp: an array module.
-
-    Returns:
-        Whether it is jax's.
-
-    Examples:
-        >>> is_jax(np)
-        False
-    """
-    return array_api_compat.is_jax_namespace(xp)
-
-
-def is_cupy(xp: ModuleType) -> bool:
-    """True for cupy's array module (bare or array_api_compat's wrapper); cupy is not imported.
-
-    Args:
-        xp: an array module.
-
-    Returns:
-        Whether it is cupy's.
-
-    Examples:
-        >>> is_cupy(np)
-        False
-    """
-    return array_api_compat.is_cupy_namespace(xp)
-
-
-def is_array_api_strict(xp: ModuleType) -> bool:
-    """True for ``array_api_strict``.
-
-    Args:
-        xp: an array module.
-
-    Returns:
-        Whether it is array_api_strict.
-
-    Examples:
-        >>> is_array_api_strict(np)
-        False
-    """
-    return array_api_compat.is_array_api_strict_namespace(xp)
+is_numpy = _namespace_predicate("numpy", "NumPy's array module (bare or array_api_compat's wrapper)")
+is_cupy = _namespace_predicate(
+    "cupy", "cupy's array module (bare or array_api_compat's wrapper); cupy is not imported")
+is_jax = _namespace_predicate("jax", "``jax.numpy``")
+is_array_api_strict = _namespace_predicate("array_api_strict", "``array_api_strict``")
 
 
 # type(array) -> its namespace. One dict look-up per call instead of array_api_compat's
@@ -320,14 +295,9 @@ def name_of(xp: ModuleType) -> str:
         >>> name_of(get("numpy"))
         'numpy'
     """
-    if is_numpy(xp):
-        return "numpy"
-    if is_jax(xp):
-        return "jax"
-    if is_cupy(xp):
-        return "cupy"
-    if is_array_api_strict(xp):
-        return "array_api_strict"
+    for name, check in _NAMESPACE_PREDICATES.items():
+        if check(xp):
+            return name
     return xp.__name__
 
 

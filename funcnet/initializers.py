@@ -105,6 +105,16 @@ def glorot_normal() -> Initializer:
     return init
 
 
+def _fan_in_normal(gain: float) -> Initializer:
+    """Normals of stddev ``sqrt(gain / fan_in)`` (He: gain 2, LeCun: gain 1)."""
+
+    def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
+        fan_in, _ = _fans(shape)
+        return _scaled_normal(math.sqrt(gain / fan_in), key, shape, dtype)
+
+    return init
+
+
 def he_normal() -> Initializer:
     """He/Kaiming: stddev ``sqrt(2 / fan_in)``, for ReLU networks.
 
@@ -120,11 +130,7 @@ def he_normal() -> Initializer:
         (784, 100)
     """
 
-    def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
-        fan_in, _ = _fans(shape)
-        return _scaled_normal(math.sqrt(2.0 / fan_in), key, shape, dtype)
-
-    return init
+    return _fan_in_normal(2.0)
 
 
 def lecun_normal() -> Initializer:
@@ -142,11 +148,7 @@ def lecun_normal() -> Initializer:
         (784, 100)
     """
 
-    def init(key: Any, shape: tuple[int, ...], dtype: Any = "float32") -> np.ndarray:
-        fan_in, _ = _fans(shape)
-        return _scaled_normal(math.sqrt(1.0 / fan_in), key, shape, dtype)
-
-    return init
+    return _fan_in_normal(1.0)
 
 
 def zeros() -> Initializer:

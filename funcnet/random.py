@@ -125,6 +125,8 @@ def _fold_data(data: Any) -> int:
 def _add_const(x: Any, c: int) -> Any:
     """``x + c`` modulo 2**32 for a Python int ``c`` of any size."""
     c &= _MASK32
+    if type(x) is np.ndarray:
+        return x + c  # NumPy (NEP 50) takes any uint32-sized int in one pass: Dropout's host path
     while c >= _SMALL:  # at most twice: 2**32 - 1 = 2 * (2**31 - 1) + 1
         x, c = x + (_SMALL - 1), c - (_SMALL - 1)
     return x + c

@@ -67,11 +67,16 @@ def test_why_unavailable_is_none_for_a_usable_backend():
     assert backend.why_unavailable("jax") is None
 
 
-def test_cupy_not_installed(monkeypatch, fresh_cache):
+@pytest.fixture
+def no_cupy(monkeypatch, fresh_cache):
+    """cupy not installed: not imported, and find_spec does not find it."""
     real_find_spec = importlib.util.find_spec
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "cupy" else real_find_spec(name, *a))
+
+
+def test_cupy_not_installed(no_cupy):
     reason = backend.why_unavailable("cupy")
     assert reason is not None and "'cupy' is not installed" in reason
     assert "cupy" not in backend.available()
@@ -246,11 +251,7 @@ def test_cupy_whose_matmul_fails_is_unavailable(monkeypatch, fresh_cache):
     assert "CUBLAS_STATUS_NOT_INITIALIZED" in backend.why_unavailable("cupy")
 
 
-def test_cupy_not_installed_says_how_to_install_it(monkeypatch, fresh_cache):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.delitem(sys.modules, "cupy", raising=False)
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "cupy" else real_find_spec(name, *a))
+def test_cupy_not_installed_says_how_to_install_it(no_cupy):
     reason = backend.why_unavailable("cupy")
     assert 'pip install -e ".[gpu]"' in reason  # the README's form
     assert "funcnet[gpu]" not in reason

@@ -215,3 +215,18 @@ def test_zeros_and_a_callable_pass_through():
     custom = initializers.normal(2.0)
     assert initializers.get(custom) is custom
     np.testing.assert_array_equal(initializers.get("zeros")(None, (3,), "float32"), np.zeros(3, np.float32))
+
+
+def test_add_const_numpy_fast_path_matches_the_portable_one():
+    # Dropout's host path adds key words >= 2**31 in one NumPy pass; the portable path
+    # (two or three adds below 2**31, for jax) must give the same uint32 words
+    import array_api_strict as xps
+
+    from funcnet import random as fr
+
+    x = np.arange(0, 2**32 - 1, 2**27, dtype=np.uint32)
+    for c in (0, 5, 2**31 - 1, 2**31, 2**32 - 1, 2**40 + 7):
+        fast = fr._add_const(x, c)
+        portable = np.asarray(fr._add_const(xps.asarray(x), c))
+        assert fast.dtype == np.uint32 and (fast == portable).all()
+        assert (fast == ((x.astype(np.uint64) + (c & 0xFFFFFFFF)) & 0xFFFFFFFF)).all()
