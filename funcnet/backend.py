@@ -34,6 +34,7 @@ __all__ = [
     "is_jax",
     "is_numpy",
     "is_traced",
+    "largest_finite",
     "name_of",
     "namespace",
     "numpy_dtype",
@@ -430,6 +431,35 @@ def dtype_kind(dtype: Any) -> str:
     if kind is None:
         kind = _KINDS[key] = numpy_dtype(dtype).kind
     return kind
+
+
+_LARGEST: dict[tuple[type, Any], float] = {}
+
+
+def largest_finite(dtype: Any) -> float:
+    """The largest finite number of a floating dtype of any backend, cached (hot paths read it).
+
+    Keyed by the dtype's type too, so array_api_strict's dtypes are never compared with NumPy's.
+
+    Args:
+        dtype: a floating dtype of any backend.
+
+    Returns:
+        Its largest finite value, as a Python float.
+
+    Raises:
+        TypeError: not a dtype NumPy knows.
+        ValueError: not a floating dtype.
+
+    Examples:
+        >>> largest_finite(np.float16)
+        65504.0
+    """
+    key = (type(dtype), dtype)
+    largest = _LARGEST.get(key)
+    if largest is None:
+        largest = _LARGEST[key] = float(np.finfo(numpy_dtype(dtype)).max)
+    return largest
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:

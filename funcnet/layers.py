@@ -28,7 +28,7 @@ import numpy as np
 
 from funcnet import initializers, ops, random
 from funcnet._arguments import positive_int
-from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, namespace, numpy_dtype, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_complex, is_floating, largest_finite, namespace, reduce_sum
 
 __all__ = ["Affine", "Dropout", "Flatten", "Layer", "MatMul", "ReLU", "Sigmoid", "Softmax", "Tanh", "deterministic", "elementwise", "is_builtin", "layer_from_vjp", "serial"]
 
@@ -201,10 +201,6 @@ def _check_real(name: str, x: Any) -> None:
 
 
 _PARAM_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _largest(dtype: Any) -> float:
-    return float(np.finfo(numpy_dtype(dtype)).max)
 
 
 def _check_init_dtype(name: str, dtype: Any) -> None:
@@ -538,7 +534,7 @@ def Dropout(rate: float) -> Layer:
 
     def _scale(x, rng):
         xp = namespace(x)
-        if 1.0 / keep > _largest(x.dtype):
+        if 1.0 / keep > largest_finite(x.dtype):
             raise ValueError(f"{name}: the scale of kept values, 1 / (1 - rate) = {1.0 / keep:.3g}, "
                              f"overflows the input's {x.dtype}")
         mask = random.bernoulli(rng, keep, tuple(x.shape), xp=xp)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, namespace, reduce_max, reduce_sum
+from funcnet.backend import IN_PLACE_MIN_SIZE, is_floating, largest_finite, namespace, reduce_max, reduce_sum
 
 __all__ = [
     "PRIMITIVES",
@@ -42,6 +42,7 @@ __all__ = [
     "repeat",
     "shifted_by_max",
     "sigmoid",
+    "sigmoid_clip",
     "softmax",
     "square",
     "subtract",
@@ -486,9 +487,28 @@ Examples:
 _CLIP: dict[tuple[Any, Any], float] = {}
 
 
-def _clip_bound(xp: Any, dtype: Any) -> float:
-    info = xp.finfo(dtype)
-    return -math.log(float(info.smallest_normal)) * (1.0 - 8.0 * float(info.eps))
+def sigmoid_clip(xp: Any, dtype: Any) -> float:
+    """``c`` with ``exp(-c)`` the smallest normal number of ``dtype`` (a few ulp inside): the
+    sigmoid clips its input to ``[-c, c]`` (see `sigmoid`); fused code (the step plans) uses the
+    same bound to give the same bits.
+
+    Args:
+        xp: the array module.
+        dtype: a floating dtype of it.
+
+    Returns:
+        The bound, a Python float (cached).
+
+    Examples:
+        >>> import numpy as np
+        >>> round(sigmoid_clip(np, np.dtype(np.float32)), 2)
+        87.34
+    """
+    c = _CLIP.get((xp, dtype))
+    if c is None:
+        info = xp.finfo(dtype)
+        c = _CLIP[(xp, dtype)] = -math.log(float(info.smallest_normal)) * (1.0 - 8.0 * float(info.eps))
+    return c
 
 
 def _sigmoid(x: Any) -> Any:
@@ -503,7 +523,7 @@ def _sigmoid(x: Any) -> Any:
     if c is None:
         if not is_floating(x.dtype):
             return 1.0 / (1.0 + xp.exp(-x))
-        c = _CLIP[(xp, x.dtype)] = _clip_bound(xp, x.dtype)
+        c = sigmoid_clip(xp, x.dtype)
     if xp is np and x.size >= IN_PLACE_MIN_SIZE:
         # the same operations, written into the one fresh buffer: callers cannot see it, and
         # on large activations it saves four allocations (page faults included)
@@ -636,10 +656,6 @@ Examples:
 """
 
 
-# (module, dtype) -> the dtype's largest finite number, keyed like _CLIP
-_LARGEST: dict[tuple[Any, Any], float] = {}
-
-
 def shifted_by_max(xp: Any, x: Any, axis: int = -1) -> Any:
     """``x - max(x)`` along ``axis``, floored at minus the dtype's largest finite number.
 
@@ -667,11 +683,9 @@ def shifted_by_max(xp: Any, x: Any, axis: int = -1) -> Any:
     # x - max itself still overflows (NumPy warns once); the floor is one cheap pass that
     # turns its -inf back into a number, where a non-overflowing shift would cost three
     z = x - reduce_max(xp, x, axis=axis, keepdims=True)
-    largest = _LARGEST.get((xp, x.dtype))
-    if largest is None:
-        if not is_floating(x.dtype):
-            return z
-        largest = _LARGEST[(xp, x.dtype)] = float(xp.finfo(x.dtype).max)
+    if not is_floating(x.dtype):
+        return z
+    largest = largest_finite(x.dtype)
     if type(z) is np.ndarray:
         return np.maximum(z, -largest, out=z)  # z is this call's own fresh buffer
     return xp.maximum(z, -largest)

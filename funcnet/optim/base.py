@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnet._arguments import real_number
-from funcnet.backend import is_traced, numpy_dtype
+from funcnet.backend import is_traced, largest_finite, numpy_dtype
 from funcnet.schedules import Schedule
 
 __all__ = ["GradientTransform", "Leafwise", "LearningRate", "Optimizer", "Step", "bias_correction"]
@@ -163,16 +163,6 @@ def _host_count(count: Any) -> tuple[Any, Any]:
                             "this state cannot take another step") from None
 
 
-_LARGEST: dict[tuple[type, Any], float] = {}
-
-
-def _largest(dtype: Any) -> float:
-    """The largest finite number of a floating dtype of any backend (cached: read every step)."""
-    key = (type(dtype), dtype)  # array_api_strict's dtypes must never be compared with NumPy's
-    largest = _LARGEST.get(key)
-    if largest is None:
-        largest = _LARGEST[key] = float(np.finfo(numpy_dtype(dtype)).max)
-    return largest
 
 
 def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
@@ -190,7 +180,7 @@ def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
         value = real_number(name, "lr", lr)
 
         def constant(count, xp, dtype):
-            if value > _largest(dtype):  # 1e39 is a finite float64 but an inf for float32 params
+            if value > largest_finite(dtype):  # 1e39 is a finite float64 but an inf for float32 params
                 raise ValueError(f"{name}: lr {value} is not finite in the params' {numpy_dtype(dtype)}")
             return value
 
@@ -204,7 +194,7 @@ def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:
         if is_traced(value) or not _is_host(value):
             return value if value.dtype == dtype else xp.astype(value, dtype)
         value = float(value)  # a Python float cannot promote float32 params
-        if not 0.0 <= value <= _largest(dtype):
+        if not 0.0 <= value <= largest_finite(dtype):
             step = count if isinstance(count, int) or is_traced(count) else int(count)
             raise ValueError(f"{name}: the lr schedule gave {value} at step {step}; a learning rate must be "
                              f">= 0 and finite in the params' {numpy_dtype(dtype)}")

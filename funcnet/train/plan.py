@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from funcnet import ops
-from funcnet.backend import IN_PLACE_MIN_SIZE
+from funcnet.backend import IN_PLACE_MIN_SIZE, largest_finite
 from funcnet.layers import Layer, is_builtin
 from funcnet.losses import softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
@@ -262,12 +262,9 @@ def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type
 
     one = zero_d(1.0)
     zero = zero_d(0.0)
-    clip = ops._CLIP.get((np, dt))
-    if clip is None:
-        ops.sigmoid.apply(np.zeros(1, dt))  # fills the cache the checked path reads
-        clip = ops._CLIP[(np, dt)]
+    clip = ops.sigmoid_clip(np, dt)  # the checked sigmoid's own bound
     pos_c, neg_c = zero_d(clip), zero_d(-clip)
-    neg_largest = zero_d(-float(np.finfo(dt).max))
+    neg_largest = zero_d(-largest_finite(dt))  # ops.shifted_by_max's floor
     scale = zero_d(1.0 / n)  # the pullback's _scale(1.0, n): 1.0 / n
     classes = np.arange(c)
     width = np.dtype(t_dtype.str.replace("i", "u")) if labels else None  # same width and byte order
