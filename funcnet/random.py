@@ -329,9 +329,16 @@ def split(key: Key, n: int = 2) -> Any:
     if not _is_host(key):
         return _split_lanes(key, n)
     base = _mix64(_as_int(key) ^ _SPLIT_TAG)
-    if n == 0:
-        return np.zeros((0, 2), dtype=np.uint32)
-    return np.stack([_from_int(_mix64((base + (i + 1) * _GOLDEN) & _MASK64)) for i in range(n)])
+    if n <= 16:  # the few keys of a step (serial's layers): Python ints are quicker than arrays
+        return np.stack([_from_int(_mix64((base + (i + 1) * _GOLDEN) & _MASK64)) for i in range(n)]) if n \
+            else np.zeros((0, 2), dtype=np.uint32)
+    # many keys: the same splitmix64 on a uint64 array (its arithmetic wraps, as the & _MASK64 of
+    # the Python ints does), one pass for any n; a huge n fails at once (MemoryError), not hours on
+    z = np.uint64(base) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(_GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
+    z = z ^ (z >> np.uint64(31))
+    return np.stack([(z >> np.uint64(32)).astype(np.uint32), (z & np.uint64(_MASK32)).astype(np.uint32)], axis=1)
 
 
 def fold_in(key: Key, data: Any) -> Any:

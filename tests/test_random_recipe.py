@@ -54,3 +54,12 @@ def test_threads_drawing_at_once_get_their_own_numbers():
     for thread in threads:
         thread.join()
     assert all(all(draw == expected[seed] for draw in got[seed]) for seed in range(8))
+
+
+def test_many_keys_are_split_in_one_pass_with_the_same_recipe():
+    # above a few keys split works on a uint64 array; its keys must be those of the Python recipe
+    few = [random.split(KEY, n) for n in (1, 2, 16, 17)]
+    many = random.split(KEY, 1000)
+    for keys in few:
+        assert (keys == many[:len(keys)]).all()
+    assert random.split(KEY, 0).shape == (0, 2)
