@@ -130,7 +130,11 @@ def save(
     # header and data then goes into the header, which is written again with sorted keys:
     # safetensors writes ``__metadata__`` in hash-map order, which changes from process to process,
     # and the same tree must give the same bytes (seeded runs are compared byte for byte).
-    blob = safetensors.numpy.save(arrays, metadata=meta)
+    try:
+        blob = safetensors.numpy.save(arrays, metadata=meta)
+    except safetensors.SafetensorError as err:  # its own type (no ValueError): said in ours, with the cause
+        raise ValueError(f"the checkpoint cannot be written: {err} (safetensors reads headers up to "
+                         f"{_MAX_HEADER} bytes: keep metadata small)") from None
     length = int.from_bytes(blob[:8], "little")
     header, data = json.loads(blob[8 : 8 + length]), memoryview(blob)[8 + length :]
     header[_METADATA][_DIGEST_KEY] = _digest(header, data)

@@ -327,11 +327,18 @@ def _described(x: Any, seen: dict[int, Any]) -> Any:
         return {type(x).__qualname__: [_describe(v, seen) for v in x]}
     if isinstance(x, dict):
         return {"dict": sorted(([_describe(k, seen), _describe(v, seen)] for k, v in x.items()), key=repr)}
+    if isinstance(x, set | frozenset):  # sorted: a pickle follows a set's order, which the hash seed sets
+        return {type(x).__qualname__: sorted((_describe(v, seen) for v in x), key=repr)}
     if isinstance(x, np.ndarray | np.generic):
         a = np.asarray(x)
         return {"array": [str(a.dtype), list(a.shape), hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()]}
+    if hasattr(x, "__dict__") and not isinstance(x, type | types.ModuleType):  # an object: its attributes
+        described = {"object": type(x).__qualname__, "state": _describe(vars(x), seen)}
+    else:
+        described = None
     try:
-        described = {"pickle": [type(x).__qualname__, hashlib.sha256(pickle.dumps(x, protocol=4)).hexdigest()]}
+        described = described or {"pickle": [type(x).__qualname__,
+                                              hashlib.sha256(pickle.dumps(x, protocol=4)).hexdigest()]}
     except Exception:  # not picklable: the type is all that can be told
         described = {"object": f"{type(x).__module__}.{type(x).__qualname__}"}
     if callable(x) and not isinstance(x, type) and type(x).__module__ != "builtins":
@@ -429,9 +436,11 @@ def _load(out: Path, run: _Run, name: str, identity: str) -> dict[str, Any] | No
         return None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return None
-    if record.get("config") != run.config or record.get("seed") != run.seed:
-        return None
-    if record.get("experiment_id") != identity:
+    if record.get("config") != run.config or type(record.get("seed")) is not int or record["seed"] != run.seed:
+        return None  # another run's record (or a seed of 0.0 or False written by hand): run this one
+    if not isinstance(record.get("experiment_id"), str):
+        return None  # malformed, not another experiment's: run it again
+    if record["experiment_id"] != identity:
         raise ValueError(f"sweep: {out} holds runs of another experiment ({str(record.get('experiment'))[:200]}, "
                          f"id {record.get('experiment_id')}), not of {name} (id {identity}); give each experiment "
                          "its own out_dir (an edited function, or other bound arguments, is another experiment)")

@@ -780,3 +780,10 @@ def test_bytes_paths_are_taken_like_os_takes_them(tmp_path):
     (tmp_path / "c").write_bytes(bytes([255] * 8) + b"{}")
     with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'c'}: the header length"):  # named as text
         checkpoint.read_metadata(os.fsencode(tmp_path / "c"))
+
+
+def test_metadata_too_large_for_a_header_is_a_value_error_and_writes_nothing(tmp_path):
+    path = tmp_path / "c.safetensors"
+    with pytest.raises(ValueError, match=r"the checkpoint cannot be written: .*header too large"):
+        checkpoint.save(path, {"w": np.ones(2)}, metadata={"a": "x" * 120_000_000})
+    assert list(tmp_path.iterdir()) == []

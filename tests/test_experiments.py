@@ -625,3 +625,60 @@ def test_aggregate_of_an_unknown_metric_names_it_and_the_metrics_there_are():
     with pytest.raises(KeyError, match=r"no metric 'acuracy'; its metrics are \['loss', 'peak'\]"):
         results.aggregate("acuracy")
     assert Results([]).aggregate("anything") == []
+
+
+_SET_IDENTITIES = """
+import functools
+from funcnet import experiments
+
+def exp(c, s, tags=frozenset({"alpha", "beta", "gamma", "delta"})):
+    return {"loss": float(s)}
+
+def factory():
+    names = {"alpha", "beta", "gamma", "delta"}
+    def run(c, s):
+        return {"loss": float(len(names))}
+    return run
+
+class Exp:
+    def __init__(self):
+        self.tags = {"alpha", "beta", "gamma", "delta"}
+    def __call__(self, c, s):
+        return {"loss": 1.0}
+
+def plain(c, s, tags=None):
+    return {"loss": 1.0}
+
+print(experiments.experiment_id(exp), experiments.experiment_id(factory()), experiments.experiment_id(Exp()),
+      experiments.experiment_id(functools.partial(plain, tags={"alpha", "beta", "gamma"})))
+"""
+
+
+def test_an_experiment_holding_sets_has_one_identity_in_every_process():
+    # a set's order (and so its pickle) follows the string hash seed, which differs by process:
+    # an identity built on it would refuse to resume the sweep's own out_dir
+    import subprocess
+    import sys
+
+    ids = {subprocess.run([sys.executable, "-c", _SET_IDENTITIES], env={**os.environ, "PYTHONHASHSEED": seed},
+                          capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(ids) == 1, ids
+
+
+def test_a_record_without_an_identity_or_with_a_seed_of_another_type_is_run_again(tmp_path):
+    calls = []
+
+    def experiment(config, seed):
+        calls.append(seed)
+        return {"loss": float(seed)}
+
+    experiments.sweep(experiment, [{"a": 1}], seeds=2, out_dir=tmp_path)
+    records = sorted(tmp_path.glob("*.json"))
+    assert len(records) == 2 and len(calls) == 2
+    first, second = (json.loads(p.read_text()) for p in records)
+    del first["experiment_id"]  # malformed: run again, not "another experiment"
+    second["seed"] = float(second["seed"]) if second["seed"] else False  # 0.0 / False are not the seed 0 or 1
+    records[0].write_text(json.dumps(first))
+    records[1].write_text(json.dumps(second))
+    results = experiments.sweep(experiment, [{"a": 1}], seeds=2, out_dir=tmp_path)
+    assert len(calls) == 4 and len(results.ok()) == 2

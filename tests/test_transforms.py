@@ -293,3 +293,23 @@ def test_the_standard_clip_is_optax_bit_for_bit_on_known_values():
         ours, _ = optim.clip_by_global_norm(max_norm, form="standard").update(grads, (), None)
         theirs, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
         assert np.array_equal(ours["a"], np.asarray(theirs["a"])), max_norm
+
+
+@pytest.mark.parametrize(("mini_step", "error", "match"), [
+    (7, ValueError, r"state.mini_step is 7, outside \[0, 2\): a state of another accumulate"),
+    (np.int32(-1), ValueError, r"state.mini_step is -1, outside \[0, 2\)"),
+    (1.5, TypeError, r"state.mini_step must be an integer count, got 1.5"),
+])
+def test_accumulate_refuses_a_count_of_another_k_or_no_count(mini_step, error, match):
+    # a count past k divided the mean wrongly (and on jax the step never came): a state of another k
+    params, grads = {"w": np.array([1.0, 2.0], np.float32)}, {"w": np.ones(2, np.float32)}
+    opt = optim.accumulate(2, optim.sgd(1.0))
+    with pytest.raises(error, match=match):
+        opt.update(params, grads, opt.init(params)._replace(mini_step=mini_step))
+
+
+def test_accumulate_refuses_an_integer_mean():
+    params, grads = {"w": np.array([1.0, 2.0], np.float32)}, {"w": np.ones(2, np.float32)}
+    opt = optim.accumulate(2, optim.sgd(1.0))
+    with pytest.raises(ValueError, match=r"state.grad_mean leaf 'w' .* or is not floating point"):
+        opt.update(params, grads, opt.init(params)._replace(grad_mean={"w": np.zeros(2, np.int64)}))

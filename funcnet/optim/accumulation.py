@@ -8,7 +8,7 @@ import numpy as np
 
 from funcnet import tree
 from funcnet._arguments import positive_int
-from funcnet.backend import namespace
+from funcnet.backend import is_floating, is_integer, namespace
 from funcnet.optim.base import Optimizer, _host_count
 from funcnet.optim.rules import _is_half, _leaf_error, _namespace
 
@@ -90,7 +90,14 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         if g_leaves is None:
             tree.assert_same_structure(params, grads, f"{name}.update: grads")
             g_leaves = tree.leaves(grads)
-        t, next_step = _host_count(state.mini_step)
+        mini_step = state.mini_step
+        dtype = getattr(mini_step, "dtype", None)
+        if isinstance(mini_step, bool) or not (isinstance(mini_step, int) or (dtype is not None and is_integer(dtype))):
+            raise TypeError(f"{name}.update: state.mini_step must be an integer count, got {mini_step!r}")
+        t, next_step = _host_count(mini_step)
+        if isinstance(t, int) and not 0 <= t < k:  # a device count is never read (no sync)
+            raise ValueError(f"{name}.update: state.mini_step is {t}, outside [0, {k}): a state of another "
+                             f"accumulate (another k)?")
         try:  # the wrapped optimizer would see only the mean: check grads against params here
             mismatch = any(p.shape != g.shape or p.dtype != g.dtype for p, g in zip(p_leaves, g_leaves, strict=True))
         except AttributeError:
@@ -98,12 +105,13 @@ def accumulate(k: int, optimizer: Optimizer) -> Optimizer:
         if mismatch:
             raise _leaf_error(name, params, p_leaves, g_leaves)
         m_leaves = tree.flatten_like(spec, state.grad_mean)
-        if m_leaves is None or any(m.shape != p.shape for m, p in zip(m_leaves, p_leaves, strict=True)):
+        if m_leaves is None or any(m.shape != p.shape or not is_floating(m.dtype)
+                                   for m, p in zip(m_leaves, p_leaves, strict=True)):
             tree.assert_same_structure(params, state.grad_mean, f"{name}.update: state.grad_mean")
             bad = next(path for (path, m), p in zip(tree.leaves_with_paths(state.grad_mean), p_leaves, strict=True)
-                       if getattr(m, "shape", None) != p.shape)
-            raise ValueError(f"{name}.update: state.grad_mean leaf {bad!r} does not have its param's shape "
-                             "(a state of another model?)")
+                       if getattr(m, "shape", None) != p.shape or not is_floating(m.dtype))
+            raise ValueError(f"{name}.update: state.grad_mean leaf {bad!r} does not have its param's shape, "
+                             "or is not floating point (a state of another model?)")
         xp = _namespace(g_leaves)
         means = [m + ((g if g.dtype == m.dtype else xp.astype(g, m.dtype)) - m) / (t + 1)
                  for g, m in zip(g_leaves, m_leaves, strict=True)]
