@@ -259,12 +259,13 @@ def experiment_id(fn: Callable) -> str:
     module globals its code names that are plain data (None, bool, int, float, str, bytes, and
     tuples, lists and dicts of those: ``SCALE = 100``, a defaults dict); for a
     ``functools.partial`` the wrapped function and the bound arguments; for a bound method its
-    function, its object and the object's class; for a callable object its pickle and its
+    function, its object and the object's class; for a callable object its attributes and its
     class: the code of every method and the plain-data class attributes, along the MRO. Two
     closures of one factory, two partials of one function with other arguments, two lambdas,
     an edited function and an edited module constant are different experiments. Captured
-    values are hashed by value (JSON values, NumPy arrays, functions, and anything else by its
-    pickle); an object that cannot be pickled counts by its type only. Not covered: the code of
+    values are hashed by value (JSON values, NumPy arrays, sets sorted, functions, objects by their
+    attributes, and anything else by its pickle); an object that cannot be pickled counts by its
+    type only. Not covered: the code of
     other functions, classes and modules it calls, globals that are not plain data (modules,
     functions, arrays), and files it reads.
 
