@@ -456,6 +456,7 @@ def uniform(key: Key, shape: tuple[int, ...], dtype: Any = "float32", minval: fl
 
     Raises:
         TypeError: a bad key, shape or a non-floating dtype.
+        ValueError: bounds that are not finite, not ordered, or span more than the dtype holds.
 
     Examples:
         >>> u = uniform(key(0), (1000,), minval=-1.0, maxval=1.0)
