@@ -192,43 +192,14 @@ def why_unavailable(name: str) -> str | None:
     return None
 
 
-# backend name -> array_api_compat's predicate of its namespace, in the order of NAMES; the
-# public is_numpy, is_cupy, is_jax and is_array_api_strict below are made from this one table
-_NAMESPACE_PREDICATES: dict[str, Any] = {
-    "numpy": array_api_compat.is_numpy_namespace,
-    "cupy": array_api_compat.is_cupy_namespace,
-    "jax": array_api_compat.is_jax_namespace,
-    "array_api_strict": array_api_compat.is_array_api_strict_namespace,
-}
-
-
-def _namespace_predicate(name: str, what: str) -> Any:
-    check = _NAMESPACE_PREDICATES[name]
-
-    def predicate(xp: ModuleType) -> bool:
-        return check(xp)
-
-    predicate.__name__ = predicate.__qualname__ = f"is_{name}"
-    predicate.__doc__ = f"""True for {what}.
-
-    Args:
-        xp: an array module.
-
-    Returns:
-        Whether it is {name}'s.
-
-    Examples:
-        >>> is_{name}(np)
-        {name == "numpy"}
-    """
-    return predicate
-
-
-is_numpy = _namespace_predicate("numpy", "NumPy's array module (bare or array_api_compat's wrapper)")
-is_cupy = _namespace_predicate(
-    "cupy", "cupy's array module (bare or array_api_compat's wrapper); cupy is not imported")
-is_jax = _namespace_predicate("jax", "``jax.numpy``")
-is_array_api_strict = _namespace_predicate("array_api_strict", "``array_api_strict``")
+# array_api_compat's own predicates of a namespace (bare modules and its wrappers alike; cupy is
+# never imported to answer), re-exported under short names, and by backend name for name_of
+is_numpy = array_api_compat.is_numpy_namespace
+is_cupy = array_api_compat.is_cupy_namespace
+is_jax = array_api_compat.is_jax_namespace
+is_array_api_strict = array_api_compat.is_array_api_strict_namespace
+_NAMESPACE_PREDICATES: dict[str, Any] = {"numpy": is_numpy, "cupy": is_cupy, "jax": is_jax,
+                                         "array_api_strict": is_array_api_strict}
 
 
 # type(array) -> its namespace. One dict look-up per call instead of array_api_compat's
