@@ -152,17 +152,20 @@ def _host_count(count: Any) -> tuple[Any, Any]:
     """``(t, next_count)``: ``t`` a Python int for a host count, else the count itself (never read)."""
     if isinstance(count, int):
         return count, count + 1
+    if type(count) is np.ndarray:  # the host count every NumPy state carries: the common case first
+        return _next_count(np, int(count), count.dtype)
     if not isinstance(count, np.ndarray | np.integer) and not type(count).__module__.startswith("array_api_strict"):
         return count, count + 1  # on a device or traced: no sync
-    t = int(count)
     xp = np if isinstance(count, np.ndarray | np.integer) else count.__array_namespace__()
+    return _next_count(xp, int(count), count.dtype)
+
+
+def _next_count(xp: Any, t: int, dtype: Any) -> tuple[int, Any]:
     try:  # out of the dtype's range: NumPy and array_api_strict raise OverflowError
-        return t, xp.asarray(t + 1, dtype=count.dtype)
+        return t, xp.asarray(t + 1, dtype=dtype)
     except OverflowError:
-        raise OverflowError(f"the optimizer's step count {t} is the largest its {count.dtype} holds: "
+        raise OverflowError(f"the optimizer's step count {t} is the largest its {dtype} holds: "
                             "this state cannot take another step") from None
-
-
 
 
 def _learning_rate(name: str, lr: Any) -> Callable[[Any, Any, Any], Any]:

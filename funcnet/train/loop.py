@@ -22,6 +22,7 @@ from funcnet.train.compiled import epoch_runner
 from funcnet.train.data import Data, prepare
 from funcnet.train.progress import progress_bar
 from funcnet.train.state import NonFiniteLossError, TrainingInterrupted, TrainState
+from funcnet.train.step import TrainStep
 
 __all__ = ["fit", "nonfinite_leaf"]
 
@@ -202,10 +203,22 @@ def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: i
     perm = perm if xp is np else xp.asarray(perm)
     xs, ts = xp.take(data.x, perm, axis=0), xp.take(data.t, perm, axis=0)
     read_losses = data.losses_on_host or on_nonfinite == "skip"
+    # a TrainStep's plan runs the rest of an epoch on flat leaves once it has one for these batches;
+    # two looks an epoch, as a fit's first step may be the one that makes it, and a plan that stops
+    # early leaves the rest of the epoch to the step
+    looks = 2 if type(step) is TrainStep and xp is np and callback is None and on_nonfinite == "raise" else 0
     epoch = run.state.epoch
-    for it in range(start, iters):
-        state = run.state
+    it = start
+    while it < iters:
         lo = it * batch_size
+        if looks:
+            looks -= 1
+            plan = step._plan_for(xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...])
+            if plan is not None and plan.update is not None:
+                looks = 0
+                it = _planned_run(plan, run, xs, ts, it, batch_size, iters)
+                continue
+        state = run.state
         out = step(state, (xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...]))
         try:
             new_state, metrics = out
@@ -229,6 +242,56 @@ def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: i
             run.verify(_UNSEEN.format(run.current))
         if callback is not None:
             callback(run.state, metrics)
+        it += 1
+
+
+def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, batch_size: int, iters: int) -> int:
+    """Iterations ``it ..`` of an epoch through ``plan`` alone, the state kept flat between steps;
+    returns the first iteration it did not run (``iters`` at the epoch's end).
+
+    The same steps, losses, records and errors as the per-step path: ``run.state`` is built from
+    the flat state at each record and whenever this returns or raises (an interrupt included),
+    always from the last complete step. A batch the plan declines (a label out of range, a rule's
+    output the optimizer must name) is left to the step, whose checked path words the error.
+    """
+    start = run.state
+    epoch = start.epoch
+    flat = plan.flatten(start)
+    if flat is None:
+        return it
+    core, update = plan.core, plan.update
+    done = built = (flat, it)  # the last complete step (one assignment: an interrupt never splits
+    # it), and the one run.state was last built from
+
+    def state_at(position: tuple) -> TrainState:
+        flat_, next_it = position
+        params, opt_state = plan.assemble(flat_)
+        return _after(start._replace(params=params, opt_state=opt_state, step=start.step + next_it - it),
+                      next_it - 1, iters, batch_size) if next_it > it else start
+
+    try:
+        for i in range(it, iters):
+            lo = i * batch_size
+            out = core(flat.leaves, xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...])
+            if out is None:
+                return i
+            new = update(flat, out[0])
+            if new is None:
+                return i
+            loss = float(out[1])
+            if not math.isfinite(loss):
+                raise run.failure(f"the loss became {loss} at step {run.current + 1} (epoch {epoch + 1}, "
+                                  f"iteration {i + 1})", candidate=state_at(done))
+            flat = new
+            done = (flat, i + 1)
+            plan.runs += 1
+            if run.add(loss, epoch, i):
+                run.state, built = state_at(done), done
+                run.verify(_UNSEEN.format(run.current))
+        return iters
+    finally:
+        if built is not done:
+            run.state = state_at(done)
 
 
 def _compiled_epochs(runner: Callable, run: _Log, data: Data, orders: list[np.ndarray]) -> None:

@@ -20,7 +20,7 @@ therefore bit for bit the checked path's; the tests compare them for every built
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,25 +47,59 @@ _AFFINE, _MATMUL, _SIGMOID, _RELU, _TANH, _BIG = 0, 1, 2, 3, 4, 5  # _BIG: an ac
 _ACTIVATION_CODES = {"sigmoid": _SIGMOID, "relu": _RELU, "tanh": _TANH}
 
 
+class Flat(NamedTuple):
+    """A training state as a plan holds it: what the fused step reads and writes, without trees.
+
+    Attributes:
+        leaves: the dense layers' params in the plan's order (each layer's ``W``, then ``b``).
+        count: the optimizer's step count (a flat update) or None (the optimizer's own update).
+        slots: one list of leaves per slot of the optimizer's state, in the params' order (a flat
+            update); () otherwise.
+        opt_state: the optimizer state as it is, for the optimizer's own update; None otherwise.
+    """
+
+    leaves: list
+    count: Any
+    slots: tuple
+    opt_state: Any
+
+
 class Plan:
     """One batch signature's fused step: ``plan(state, x, t) -> (params, opt_state, loss)``, or None.
 
+    Its parts serve `fit`'s epoch runner too, which keeps the state flat between steps:
+    ``flatten(state) -> Flat | None`` (the guard), ``core(leaves, x, t) -> (grads, loss) | None``,
+    ``update(flat, grads) -> Flat | None`` (None: only the optimizer's own update can word what the
+    rule returned; the attribute is None itself where the optimizer's update runs as it is) and
+    ``assemble(flat) -> (params, opt_state)``.
+
     Attributes:
-        runs: how many calls the plan has answered (the guard admitted them); tests read it to
-            see that a plan, not the checked path, produced a result.
+        runs: how many steps the plan has answered; tests read it to see that a plan, not the
+            checked path, produced a result.
     """
 
-    __slots__ = ("_run", "runs")
+    __slots__ = ("assemble", "core", "flatten", "params_tree", "runs", "tree_update", "update")
 
-    def __init__(self, run: Any):
-        self._run = run
+    def __init__(self, flatten: Any, core: Any, update: Any, assemble: Any, params_tree: Any, tree_update: Any):
+        self.flatten, self.core, self.update, self.assemble = flatten, core, update, assemble
+        self.params_tree, self.tree_update = params_tree, tree_update
         self.runs = 0
 
-    def __call__(self, state: Any, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any] | None:
-        out = self._run(state, x, t)
-        if out is not None:
-            self.runs += 1
-        return out
+    def __call__(self, state: Any, x: np.ndarray, t: np.ndarray) -> tuple[Any, Any, Any] | None:
+        flat = self.flatten(state)
+        if flat is None:
+            return None
+        out = self.core(flat.leaves, x, t)
+        if out is None:
+            return None
+        grads, value = out
+        self.runs += 1
+        new = self.update(flat, grads) if self.update is not None else None
+        if new is None:  # the optimizer's own update, with every check it makes
+            params, opt_state = self.tree_update(state.params, self.params_tree(grads), state.opt_state)
+        else:
+            params, opt_state = self.assemble(new)
+        return params, opt_state, value
 
 
 def plan_key(x: Any, t: Any) -> tuple[Any, ...]:
@@ -132,128 +166,133 @@ def build_plan(found: tuple[tuple[Layer, ...], bool], optimizer: Any, state: Any
     if dt not in _FLOATS or x.ndim != 2:
         return None
     n, width = x.shape
-    codes, shapes = [], []
-    for layer, p in zip(layers, per_layer, strict=True):
+    codes, dense = [], []  # dense: (layer index, keys, shapes, index of its first leaf)
+    for i, (layer, p) in enumerate(zip(layers, per_layer, strict=True)):
         keys = _DENSE.get(layer.kind)
         if keys is None:
             if type(p) is not tuple or p:
                 return None
-            if width * n >= IN_PLACE_MIN_SIZE:
-                codes.append((_BIG, _ACTIVATIONS[layer.kind]))
-            else:
-                codes.append((_ACTIVATION_CODES[layer.kind], None))
-            shapes.append(None)
+            big = width * n >= IN_PLACE_MIN_SIZE
+            codes.append((_BIG, _ACTIVATIONS[layer.kind], True) if big else (_ACTIVATION_CODES[layer.kind], None, False))
             continue
         if type(p) is not dict or tuple(p) != keys:
             return None
         leaves = [p[k] for k in keys]
         if any(type(a) is not np.ndarray or a.dtype != dt for a in leaves):
             return None
-        codes.append((_AFFINE if len(keys) == 2 else _MATMUL, n * leaves[0].shape[1] >= IN_PLACE_MIN_SIZE))
-        shapes.append(tuple(a.shape for a in leaves))
+        first = dense[-1][3] + len(dense[-1][1]) if dense else 0
+        codes.append((_AFFINE if len(keys) == 2 else _MATMUL, first, n * leaves[0].shape[1] >= IN_PLACE_MIN_SIZE))
+        dense.append((i, keys, tuple(a.shape for a in leaves), first))
         width = leaves[0].shape[1]
-    c = width
     if t.ndim == 1:
-        labels = True
         if t.dtype.kind not in "iu":
             return None
-    else:
-        labels = False
-        if t.shape != (n, c):
+    elif t.shape != (n, width):
+        return None
+    update, state_type, n_slots = _flat_update(optimizer, state.opt_state, dt)
+    tree_of = _tree_builder(tuple(dense), len(layers), bare)
+    flatten = _flattener(tuple(dense), len(layers), bare, dt, type(state.opt_state), n_slots)
+    core = _core(tuple(codes), dt, n, width, t.ndim == 1, t.dtype, layers[0].skips_input_grad,
+                 sum(len(d[1]) for d in dense))
+
+    def assemble(flat: Flat) -> tuple[Any, Any]:
+        return tree_of(flat.leaves), state_type(flat.count, *map(tree_of, flat.slots))
+
+    return Plan(flatten, core, update, assemble, tree_of, optimizer.update)
+
+
+def _tree_builder(dense: tuple, depth: int, bare: bool) -> Any:
+    """``tree_of(leaves)``: the params tree (a tuple of per-layer dicts, or one dict) of flat leaves."""
+
+    def tree_of(leaves: list) -> Any:
+        out = [()] * depth
+        for i, keys, _, j in dense:
+            out[i] = {"W": leaves[j], "b": leaves[j + 1]} if len(keys) == 2 else {"W": leaves[j]}
+        return out[0] if bare else tuple(out)
+
+    return tree_of
+
+
+def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, n_slots: int | None) -> Any:
+    """``flatten(state) -> Flat | None``, the guard: the state's leaves when the state is exactly what
+    the plan was built for (a ``TrainState``; the optimizer state's type; a tuple of one dict per
+    dense layer holding just its keys as exact ``np.ndarray`` leaves of the recorded shapes and
+    dtype, ``()`` per activation; the same for every slot of a flat update), else None."""
+    activations = tuple(i for i in range(depth) if all(d[0] != i for d in dense))
+    sizes = tuple((i, len(keys)) for i, keys, _, _ in dense)
+    leaves_at = tuple((i, k, shape) for i, keys, shapes, _ in dense for k, shape in zip(keys, shapes, strict=True))
+
+    def leaves_of(tree_: Any) -> list | None:
+        per_layer = (tree_,) if bare else tree_
+        if type(per_layer) is not tuple or len(per_layer) != depth:
             return None
-    dense_keys = tuple(_DENSE.get(layer.kind) for layer in layers)
-    update = _flat_update(optimizer, state.opt_state, dense_keys, tuple(shapes), bare, dt)
-    if update is None:
-        update = _tree_update(optimizer.update, bare)
-    run = _kernel(tuple(codes), dense_keys, tuple(shapes), bare, dt, n, c, labels, t.dtype,
-                  type(state.opt_state), layers[0].skips_input_grad, update)
-    return Plan(run)
-
-
-def _layers_fit(per_layer: Any, dense_keys: Any, shapes: Any, dt: Any) -> bool:
-    """Whether a tree (params, or an optimizer slot shaped like them) is exactly what the plan was
-    built for: a tuple with one dict a dense layer holding just its keys, as exact ``np.ndarray``
-    leaves of the recorded shapes and dtype, and ``()`` an activation."""
-    if type(per_layer) is not tuple or len(per_layer) != len(dense_keys):
-        return False
-    for p, keys, shape in zip(per_layer, dense_keys, shapes, strict=True):
-        if keys is None:
+        for i in activations:
+            p = per_layer[i]
             if type(p) is not tuple or p:
-                return False
-            continue
-        if type(p) is not dict or len(p) != len(keys):
-            return False
-        for k, sh in zip(keys, shape, strict=True):
-            a = p.get(k)
-            if type(a) is not np.ndarray or a.shape != sh or a.dtype != dt:
-                return False
-    return True
+                return None
+        for i, size in sizes:
+            p = per_layer[i]
+            if type(p) is not dict or len(p) != size:
+                return None
+        out = []
+        for i, k, shape in leaves_at:
+            a = per_layer[i].get(k)
+            # NumPy's dtypes of a kind are one object: `is` spares the slower ==
+            if type(a) is not np.ndarray or a.shape != shape or (a.dtype is not dt and a.dtype != dt):
+                return None
+            out.append(a)
+        return out
+
+    def flatten(state: Any) -> Flat | None:
+        if type(state) is not TrainState:
+            return None
+        opt_state = state.opt_state
+        if type(opt_state) is not opt_type:
+            return None
+        leaves = leaves_of(state.params)
+        if leaves is None:
+            return None
+        if n_slots is None:  # the optimizer's own update takes its state as it is
+            return Flat(leaves, None, (), opt_state)
+        slots = tuple(map(leaves_of, opt_state[1:]))
+        if None in slots:  # the optimizer's own update names what is wrong
+            return None
+        return Flat(leaves, opt_state.count, slots, None)
+
+    return flatten
 
 
-def _tree_update(update: Any, bare: bool) -> Any:
-    """The optimizer's own ``update`` (all its checks), on the plan's per-layer grads."""
-
-    def run(state, per_layer, grads):
-        return update(state.params, grads[0] if bare else tuple(grads), state.opt_state)
-
-    return run
-
-
-def _flat_update(optimizer: Any, opt_state: Any, dense_keys: tuple, shapes: tuple, bare: bool, dt: Any) -> Any:
-    """The update of an optimizer made by ``optim.from_rule``, run leaf by leaf on the plan's
-    layers: the same rule, the same step scalars, the same leaf function as its ``update`` calls,
-    so the same bits, without flattening and rebuilding three trees. None where that does not
-    hold: no rule, an ``update`` replaced after the rule was lifted, float16 (mixed precision
+def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | None, int | None]:
+    """``(update, state_type, n_slots)``: for an optimizer made by ``optim.from_rule``, its rule run
+    on the plan's flat leaves (the same rule, step scalars and leaf function as its ``update``
+    calls, so the same bits, without walking three trees); ``(None, None, None)`` where that does
+    not hold: no rule, an ``update`` replaced after the rule was lifted, float16 (mixed precision
     takes the checked update), another state type."""
     leafwise = getattr(optimizer, "leafwise", None)
     if (leafwise is None or optimizer.update is not leafwise.update or dt == np.float16
             or type(opt_state) is not leafwise.state_type):
-        return None
-    rule, lr_at, state_type, checked = leafwise.rule, leafwise.lr_at, leafwise.state_type, leafwise.check_outputs
-    n_slots = len(state_type._fields) - 1
+        return None, None, None
+    rule, lr_at, checked = leafwise.rule, leafwise.lr_at, leafwise.check_outputs
 
-    def slots_fit(slot_layers):
-        return all(_layers_fit(layers_, dense_keys, shapes, dt) for layers_ in slot_layers)
-
-    def run(state, per_layer, grads):
-        opt_state = state.opt_state
-        slot_layers = tuple((tree_,) if bare else tree_ for tree_ in opt_state[1:])
-        if not slots_fit(slot_layers):  # the optimizer's own update names what is wrong
-            return _tree_update(optimizer.update, bare)(state, per_layer, grads)
-        t, next_count = _host_count(opt_state.count)
+    def update(flat: Flat, grads: list) -> Flat | None:
+        t, next_count = _host_count(flat.count)
         leaf = rule(Step(np, t, lr_at(t, np, dt), dt))
-        new_params = []
-        new_slots = [[] for _ in range(n_slots)]
-        for i, keys in enumerate(dense_keys):
-            if keys is None:
-                new_params.append(())
-                for column in new_slots:
-                    column.append(())
-                continue
-            p, g = per_layer[i], grads[i]
-            layer_params = {}
-            layer_slots = [{} for _ in range(n_slots)]
-            for k in keys:
-                slots_k = [slot[i][k] for slot in slot_layers]
-                out = leaf(p[k], g[k], *slots_k)
-                if checked and not leaf_output_fits(out, (p[k], *slots_k)):
-                    # not what a rule must return: the optimizer's own update names the fault
-                    return _tree_update(optimizer.update, bare)(state, per_layer, grads)
-                layer_params[k] = out[0]
-                for j in range(n_slots):
-                    layer_slots[j][k] = out[j + 1]
-            new_params.append(layer_params)
-            for column, layer_slot in zip(new_slots, layer_slots, strict=True):
-                column.append(layer_slot)
-        if bare:
-            return new_params[0], state_type(next_count, *[column[0] for column in new_slots])
-        return tuple(new_params), state_type(next_count, *[tuple(column) for column in new_slots])
+        slots = flat.slots
+        outs = list(map(leaf, flat.leaves, grads, *slots))
+        if checked and not all(map(leaf_output_fits, outs, zip(flat.leaves, *slots, strict=True))):
+            return None  # not what a rule must return: the optimizer's own update names the fault
+        if not slots:
+            return Flat([out[0] for out in outs], next_count, (), None)
+        columns = tuple(map(list, zip(*outs, strict=True)))
+        return Flat(columns[0], next_count, columns[1:], None)
 
-    return run
+    return update, leafwise.state_type, len(leafwise.state_type._fields) - 1
 
 
-def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type, first_skips, update):
-    """The fused step of one batch signature (see the module docstring)."""
+def _core(codes: tuple, dt: Any, n: int, c: int, labels: bool, t_dtype: Any, first_skips: bool, n_leaves: int) -> Any:
+    """``core(leaves, x, t) -> (grads, loss) | None``: forward, loss and backward of one batch
+    signature on flat leaves (see the module docstring); None when a label is out of range (the
+    checked path words the error)."""
     depth = len(codes)
     scalar = np.dtype(dt).type
 
@@ -270,37 +309,25 @@ def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type
     width = np.dtype(t_dtype.str.replace("i", "u")) if labels else None  # same width and byte order
     matmul, add, add_reduce, maximum, minimum = np.matmul, np.add, np.add.reduce, np.maximum, np.minimum
     multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
-    negative, tanh, where, greater, astype, equal = np.negative, np.tanh, np.where, np.greater, np.astype, np.equal
+    negative, tanh, where, greater, equal = np.negative, np.tanh, np.where, np.greater, np.equal
     max_reduce = np.maximum.reduce
     rev = range(depth - 1, -1, -1)
-    big = [code in (_AFFINE, _MATMUL) and extra for code, extra in codes]  # Affine adds b in place
 
-    def guard(state):
-        if type(state) is not TrainState or type(state.opt_state) is not opt_type:
-            return None
-        params = state.params
-        per_layer = (params,) if bare else params
-        return per_layer if _layers_fit(per_layer, dense_keys, shapes, dt) else None
-
-    def run(state, x, t):
-        per_layer = guard(state)
-        if per_layer is None:
-            return None
+    def core(leaves: list, x: np.ndarray, t: np.ndarray) -> tuple[list, Any] | None:
         if labels and not int(max_reduce(t.view(width), axis=None)) < c:
-            return None  # the checked path words the error
+            return None
         # forward: each layer's input and (activations) output or pullback
         inputs = [None] * depth
         saved = [None] * depth
         h = x
         for i in range(depth):
-            code, prim = codes[i]
+            code, arg, big = codes[i]
             inputs[i] = h
             if code == _AFFINE:
-                p = per_layer[i]
-                y = matmul(h, p["W"])
-                h = add(y, p["b"], out=y) if big[i] else y + p["b"]  # as layers._affine
+                y = matmul(h, leaves[arg])
+                h = add(y, leaves[arg + 1], out=y) if big else y + leaves[arg + 1]  # as layers._affine
             elif code == _MATMUL:
-                h = matmul(h, per_layer[i]["W"])
+                h = matmul(h, leaves[arg])
             elif code == _SIGMOID:
                 h = divide(one, add(one, exp(negative(minimum(maximum(h, neg_c), pos_c)))))
                 saved[i] = h
@@ -310,32 +337,29 @@ def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type
                 h = tanh(h)
                 saved[i] = h
             else:
-                h, saved[i] = prim.vjp(h)
+                h, saved[i] = arg.vjp(h)
         # softmax cross-entropy, as losses._sce_vjp
         z = h - max_reduce(h, axis=1, keepdims=True)
         maximum(z, neg_largest, out=z)
         e = exp(z)
         s = add_reduce(e, axis=1, keepdims=True)
-        tt = astype(equal(t[:, None], classes), dt) if labels else (t if t.dtype == dt else astype(t, dt))
+        tt = equal(t[:, None], classes).astype(dt) if labels else (t if t.dtype == dt else t.astype(dt))
         value = add_reduce(tt * (log(s) - z), axis=None, keepdims=False) / n
         dy = (e / s - tt) * scale
         del h, z, e, s, tt
-        # backward
-        grads = [None] * depth
+        # backward, the gradients in the leaves' order
+        grads = [None] * n_leaves
         for i in rev:
-            code = codes[i][0]
+            code, arg, _ = codes[i]
             x_i, y = inputs[i], saved[i]
             inputs[i] = saved[i] = None  # as the checked path's pullbacks: each activation dies once used
             last = i == 0
-            if code == _AFFINE:
-                p = per_layer[i]
-                grads[i] = {"W": matmul(x_i.T, dy), "b": add_reduce(dy, axis=0)}
-                dy = None if last and first_skips else matmul(dy, p["W"].T)
-            elif code == _MATMUL:
-                grads[i] = {"W": matmul(x_i.T, dy)}
-                dy = None if last and first_skips else matmul(dy, per_layer[i]["W"].T)
+            if code in (_AFFINE, _MATMUL):
+                grads[arg] = matmul(x_i.T, dy)
+                if code == _AFFINE:
+                    grads[arg + 1] = add_reduce(dy, axis=0)
+                dy = None if last and first_skips else matmul(dy, leaves[arg].T)
             else:
-                grads[i] = ()
                 if last:
                     break  # the data's gradient is never used
                 if code == _SIGMOID:
@@ -346,9 +370,6 @@ def _kernel(codes, dense_keys, shapes, bare, dt, n, c, labels, t_dtype, opt_type
                     dy = multiply(dy, subtract(one, multiply(y, y)))
                 else:
                     dy = y(dy)
-        # the activations go before the update allocates the new params (the checked path's order)
-        del x_i, y, dy, inputs, saved
-        params, opt_state = update(state, per_layer, grads)
-        return params, opt_state, value
+        return grads, value
 
-    return run
+    return core

@@ -77,6 +77,10 @@ class TrainStep:
                 return result
         return self._checked(state, batch)
 
+    def _plan_for(self, x: Any, t: Any) -> Any:
+        """The plan made for batches like ``(x, t)`` (NumPy arrays), or None: `fit`'s epoch runner."""
+        return self._plans.get(plan_key(x, t)) if self._plannable is not None else None
+
     def _checked(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
         """The fully checked step: every check, every error message."""
         if not isinstance(batch, tuple | list) or len(batch) != 2:

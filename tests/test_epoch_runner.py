@@ -1,0 +1,176 @@
+"""fit's epoch runner: a TrainStep's plan runs the rest of an epoch on flat leaves.
+
+The oracle is fit around the same step as a plain function (``step._checked``), which takes
+the per-step path with every check: the runner must give the same params, optimizer state,
+history and errors, bit for bit, and leave a complete, resumable state when interrupted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import OPTIMIZER_SETUPS
+from test_plan import _batches, _same_bits
+
+from funcnet import losses, optim, random, train
+from funcnet.models import TwoLayerNet
+from funcnet.train.plan import plan_runs
+
+FIT = {"epochs": 3, "batch_size": 16, "progress": False}  # 70 examples: 4 steps an epoch, a tail of 6
+
+
+def _setup(opt, n=70, dtype="float32", one_hot=False, model=None):
+    x, t = _batches(n, 2, 3, dtype, one_hot, count=1)[0]
+    step = train.make_train_step(model or TwoLayerNet(2, 6, 3), losses.softmax_cross_entropy, opt)
+    state = train.init_state(step.model, opt, random.key(3), (2,), dtype=dtype)
+    return step, state, x, t
+
+
+def _same_runs(got, want):
+    (a, ha), (b, hb) = got, want
+    assert _same_bits((a.params, a.opt_state), (b.params, b.opt_state))
+    assert (a.step, a.epoch, a.offset) == (b.step, b.epoch, b.offset)
+    assert {k: v for k, v in ha.items() if k != "time"} == {k: v for k, v in hb.items() if k != "time"}
+
+
+@pytest.mark.parametrize("eval_interval", [None, 1, 3, 4, 7])
+@pytest.mark.parametrize("name", list(OPTIMIZER_SETUPS))
+def test_the_runner_equals_the_checked_per_step_path(name, eval_interval):
+    step, state, x, t = _setup(OPTIMIZER_SETUPS[name]())
+    kw = {**FIT, "eval_interval": eval_interval}
+    got = train.fit(step, state, x, t, **kw)
+    _same_runs(got, train.fit(step._checked, state, x, t, **kw))
+    if step.optimizer.leafwise is not None and step.optimizer.update is step.optimizer.leafwise.update:
+        assert plan_runs(step) == 3 * 4 - 1  # every step after the first went through the plan
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+@pytest.mark.parametrize("one_hot", [False, True], ids=["labels", "one-hot"])
+def test_other_dtypes_and_targets(dtype, one_hot):
+    step, state, x, t = _setup(optim.momentum(0.2), dtype=dtype, one_hot=one_hot)
+    with np.errstate(all="ignore"):
+        _same_runs(train.fit(step, state, x, t, eval_interval=2, **FIT),
+                   train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
+
+
+def test_a_resume_in_the_middle_of_an_epoch_is_the_uninterrupted_run():
+    step, state, x, t = _setup(optim.adam(0.01))
+    whole, _ = train.fit(step, state, x, t, eval_interval=2, **FIT)
+    at_6 = _interrupted(step, state, x, t, calls=7).state  # the 7th step never completes
+    assert (at_6.step, at_6.epoch, at_6.offset) == (6, 1, 32)
+    rest, _ = train.fit(step, at_6, x, t, eval_interval=2, **{**FIT, "epochs": 2})
+    assert _same_bits((rest.params, rest.opt_state), (whole.params, whole.opt_state))
+    assert (rest.step, rest.epoch, rest.offset) == (whole.step, whole.epoch, whole.offset)
+
+
+def _checked_until(step, state, x, t, n):
+    """The checked per-step path's state after ``n`` steps of the same fit (stopped by its callback)."""
+    if n == 0:
+        return state
+
+    def stop(s, metrics):
+        if s.step == n:
+            raise KeyboardInterrupt
+
+    with pytest.raises(train.TrainingInterrupted) as caught:
+        train.fit(step._checked, state, x, t, eval_interval=2, callback=stop, **FIT)
+    return caught.value.state
+
+
+def _interrupted(step, state, x, t, calls, where="core", **kw):
+    """fit with a KeyboardInterrupt raised in the plan's ``where`` at its ``calls``-th call (counted over
+    the checked first step too when ``where`` is "core": the plan is built by then)."""
+    step(state, (x[:16], t[:16]))  # build the plan for (16, 2) batches, so it can be wrapped
+    plan = step._plan_for(x[:16], t[:16])
+    inner = getattr(plan, where)
+    seen = [0]
+
+    def interrupting(*args):
+        seen[0] += 1
+        if seen[0] == calls:
+            raise KeyboardInterrupt
+        return inner(*args)
+
+    setattr(plan, where, interrupting)
+    try:
+        with pytest.raises(train.TrainingInterrupted) as caught:
+            train.fit(step, state, x, t, **{"eval_interval": 2, **FIT, **kw})
+    finally:
+        setattr(plan, where, inner)
+    return caught.value
+
+
+@pytest.mark.parametrize(("where", "calls"), [(where, calls) for where in ("core", "update") for calls in (1, 2, 4, 5, 9)]
+                         + [("assemble", calls) for calls in (1, 2, 3, 6)])  # 6 records, each built once
+def test_an_interrupt_in_the_runner_leaves_the_last_complete_state(where, calls):
+    step, state, x, t = _setup(optim.momentum(0.1))
+    err = _interrupted(step, state, x, t, calls, where)
+    carried = err.state
+    # the carried state is exactly the checked path's after the same number of steps
+    reference, history = train.fit(step._checked, state, x, t, eval_interval=2, **FIT)
+    assert 0 <= carried.step <= 12  # an interrupt in the last record still leaves step 12
+    partial = _checked_until(step, state, x, t, carried.step)
+    assert _same_bits((carried.params, carried.opt_state), (partial.params, partial.opt_state))
+    assert (carried.step, carried.epoch, carried.offset) == (partial.step, partial.epoch, partial.offset)
+    assert isinstance(err, KeyboardInterrupt) and err.history["loss"] == history["loss"][:len(err.history["loss"])]
+    # and it resumes into the uninterrupted run, bit for bit
+    rest, _ = train.fit(step, carried, x, t, eval_interval=2, **{**FIT, "epochs": 3 - carried.epoch})
+    assert _same_bits((rest.params, rest.opt_state), (reference.params, reference.opt_state))
+    assert rest.step == reference.step == 12
+
+
+@pytest.mark.parametrize("eval_interval", [1, None])
+def test_a_nan_loss_raises_as_on_the_per_step_path(eval_interval):
+    # lr 1e38 makes the loss overflow at the second step
+    step, state, x, t = _setup(optim.sgd(1e38))
+
+    def failure(fn):
+        with np.errstate(all="ignore"), pytest.raises(train.NonFiniteLossError) as caught:
+            train.fit(fn, state, x, t, eval_interval=eval_interval, **FIT)
+        return caught.value
+
+    got, want = failure(step), failure(step._checked)
+    assert str(got) == str(want)
+    assert _same_bits((got.state.params, got.state.opt_state), (want.state.params, want.state.opt_state))
+    assert got.state.step == want.state.step and got.state.offset == want.state.offset
+    assert train.nonfinite_leaf(got.state) is None and got.state.step == 1  # the step before the inf
+
+
+def test_a_label_out_of_range_is_left_to_the_checked_step():
+    step, state, x, t = _setup(optim.sgd(0.1))
+    t = t.copy()
+    t[50] = 3  # unvalidated: some batch of some epoch holds it
+
+    def error(fn):
+        with pytest.raises(ValueError) as caught:
+            train.fit(fn, state, x, t, eval_interval=2, validate=False, **FIT)
+        return str(caught.value)
+
+    assert error(step) == error(step._checked)
+    assert "label" in error(step)
+
+
+def test_a_rule_returning_a_bare_array_is_named_by_the_optimizer():
+    def bare(step_):
+        return lambda p, g: p - step_.lr * g  # the missing comma
+
+    opt = optim.from_rule("bare_sgd", bare, lr=0.1)
+    step, state, x, t = _setup(opt)
+
+    def error(fn):
+        with pytest.raises(TypeError) as caught:
+            train.fit(fn, state, x, t, eval_interval=2, **FIT)
+        return str(caught.value)
+
+    assert error(step) == error(step._checked)
+    assert "missing comma" in error(step)
+
+
+def test_a_callback_or_skip_takes_the_per_step_path_with_the_same_result():
+    step, state, x, t = _setup(optim.sgd(0.5))
+    seen = []
+    got = train.fit(step, state, x, t, eval_interval=2, callback=lambda s, m: seen.append(s.step), **FIT)
+    _same_runs(got, train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
+    assert seen == list(range(1, 13))
+    got = train.fit(step, state, x, t, eval_interval=2, on_nonfinite="skip", **FIT)
+    _same_runs(got, train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
