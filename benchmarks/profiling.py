@@ -172,8 +172,9 @@ def _cprofile(run, n: int, top: int) -> dict:
 def phases(w: Workload, n: int = 2000) -> dict[str, dict[str, float]]:
     """Microseconds per call (best of 5) of each phase of one step, funcnet's and the reference's.
 
-    funcnet: ``model.vjp`` (forward), ``loss.vjp``, the two pullbacks (backward), ``optimizer.update``;
-    the whole step minus these is the step's own glue. The reference: ``predict``, the loss
+    funcnet: ``model.vjp`` (forward), ``loss.vjp``, the two pullbacks (backward), ``optimizer.update``
+    (the checked path's parts); the whole step minus these is the step's own glue. ``planned``: the
+    parts of the plan that answers the same step (its guard, fused core, flat update, assembly). The reference: ``predict``, the loss
     layer's ``forward``, ``backward``, ``SGD.update``.
     """
     step, state = workloads.funcnet_setup(w)
@@ -190,9 +191,23 @@ def phases(w: Workload, n: int = 2000) -> dict[str, dict[str, float]]:
         "loss": _per_call_us(lambda: loss.vjp(logits, bt), n),
         "backward": _per_call_us(lambda: pullback(loss_pullback(1.0)), n),
         "update": _per_call_us(lambda: opt.update(params, grads, state.opt_state), n),
-        "step": _per_call_us(lambda: step(state, (bx, bt)), n),
+        "step": _per_call_us(lambda: step._checked(state, (bx, bt)), n),
     }
     fn["glue"] = fn["step"] - fn["forward"] - fn["loss"] - fn["backward"] - fn["update"]
+
+    step(state, (bx, bt))  # checked: the plan for this batch is made
+    plan = step._plan_for(bx, bt)
+    flat = plan.flatten(state)
+    flat_grads, _ = plan.core(flat.leaves, bx, bt)
+    new_flat = plan.update(flat, flat_grads)
+    planned = {
+        "guard (flatten)": _per_call_us(lambda: plan.flatten(state), n),
+        "forward, loss, backward (core)": _per_call_us(lambda: plan.core(flat.leaves, bx, bt), n),
+        "update (flat)": _per_call_us(lambda: plan.update(flat, flat_grads), n),
+        "assemble": _per_call_us(lambda: plan.assemble(new_flat), n),
+        "step": _per_call_us(lambda: step(state, (bx, bt)), n),
+    }
+    planned["glue"] = planned["step"] - sum(v for k, v in planned.items() if k != "step")
 
     ref = reference.MLP(workloads.weights(params))
     ref_opt = reference.SGD(0.0)  # the update's cost without moving the params
@@ -206,4 +221,4 @@ def phases(w: Workload, n: int = 2000) -> dict[str, dict[str, float]]:
         "step": _per_call_us(lambda: reference.train_step(ref, ref_opt, bx, bt), n),
     }
     ours["glue"] = ours["step"] - ours["forward"] - ours["loss"] - ours["backward"] - ours["update"]
-    return {"funcnet": fn, "reference": ours}
+    return {"funcnet": fn, "reference": ours, "planned": planned}

@@ -173,10 +173,15 @@ def _profile_section(p: dict) -> list[str]:
     out += [f"| {k} | {v:.2f} |" for k, v in p["call_costs_us"].items()]
     out += ["", "Phases of one step, µs per call (best of 5, each phase timed alone; *glue* is the "
             "whole step minus the phases):", "",
-            "| phase | funcnet | reference |", "| --- | ---: | ---: |"]
+            "| phase | funcnet, checked path | reference |", "| --- | ---: | ---: |"]
     ps = p["phases_small_us"]
     for phase in ps["funcnet"]:
         out.append(f"| {phase} | {ps['funcnet'][phase]:.1f} | {ps['reference'][phase]:.1f} |")
+    if "planned" in ps:
+        out += ["", "The same step through its plan (what every call after the first runs; `fit` keeps "
+                "the state flat between steps and skips the guard and the assembly):", "",
+                "| part of the planned step | µs |", "| --- | ---: |"]
+        out += [f"| {part} | {us:.1f} |" for part, us in ps["planned"].items()]
     cp = p["cprofile"]
     out += ["", f"cProfile of {cp['units']} funcnet NumPy steps: {cp['python_calls_per_unit']:.0f} profiled "
             f"calls per step, {cp['profiled_us_per_unit']:.0f} µs per step under the profiler.", ""]

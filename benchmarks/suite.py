@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks import correctness, impls, machine, memory, profiling, timing, workloads
 
-SMALL_STEP = ("reference", "funcnet-numpy", "funcnet-jax", "stax-optax", "torch")
+SMALL_STEP = ("reference", "inline-floor", "funcnet-numpy", "funcnet-jax", "stax-optax", "torch")
 SMALL_FIT = ("reference", "funcnet-numpy", "funcnet-jax", "stax-optax", "torch")
 LARGE_STEP = ("reference", "gemms", "funcnet-numpy", "funcnet-jax", "stax-optax", "torch")
 MEMORY = ("reference", "funcnet-numpy", "funcnet-jax", "stax-optax", "torch")
@@ -170,14 +170,15 @@ def targets(results: dict) -> list[dict]:
         return next((r["ratio"] for r in results[section]["rows"] if r["key"] == key), float("nan"))
 
     mem = {r["impl"]: r["ratio"] for r in results["memory"]["rows"]}
+    # the targets ("Small models at NumPy speed"), as stated there
     goals = [
-        ("small step, funcnet NumPy / reference step", ratio("small_step", "funcnet-numpy"), "<=", 0.70),
-        ("small 300-epoch fit, funcnet NumPy / reference loop", ratio("small_fit", "funcnet-numpy"), "<=", 0.70),
-        ("small fit, funcnet JAX compiled epoch / reference loop", ratio("small_fit", "funcnet-jax"), "<=", 0.15),
+        ("small step, funcnet NumPy / reference step", ratio("small_step", "funcnet-numpy"), "<=", 0.65),
+        ("small 300-epoch fit, funcnet NumPy / reference loop", ratio("small_fit", "funcnet-numpy"), "<=", 0.65),
+        ("small fit, funcnet JAX compiled epoch / reference loop", ratio("small_fit", "funcnet-jax"), "<=", 0.12),
         ("large step, minimal GEMM time / funcnet NumPy step", results["large_step"]["gemm_share"].get(
-            "funcnet-numpy", float("nan")), ">=", 0.80),
+            "funcnet-numpy", float("nan")), ">=", 0.82),
         ("large peak memory (100 steps), funcnet NumPy / reference", mem.get("funcnet-numpy", float("nan")),
-         "<=", 1.05),
+         "<=", 1.00),
     ]
     out = []
     for what, value, op, bound in goals:
