@@ -294,19 +294,54 @@ def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, 
             run.state = state_at(done)
 
 
-def _compiled_epochs(runner: Callable, run: _Log, data: Data, orders: list[np.ndarray]) -> None:
-    """Whole epochs in one compiled call; non-finite losses are found once a call."""
-    start = run.state
-    state, losses = runner(start, data.x, data.t, data.xp.asarray(np.stack(orders)))
+def _compiled_epochs(runner: Callable, run: _Log, data: Data, host_key: Any, first: int, count: int,
+                     per_call: int, done: Callable[[int], None]) -> None:
+    """Epochs ``first ..`` (``count`` of them), ``per_call`` whole epochs a compiled call.
+
+    Each call is dispatched before the previous one's losses are read, so the host draws the
+    next orders while the device runs. Non-finite losses are found once a call: the error then
+    carries the state at that call's start (``run.state``, the last checked one).
+    """
+    flying = None  # the call dispatched last: (its epochs, its new state, its losses)
+    for start in range(first, first + count, per_call):
+        epochs = range(start, min(start + per_call, first + count))
+        orders = data.xp.asarray(np.stack([_order(host_key, e, data.size) for e in epochs]))
+        state, losses = runner(flying[1] if flying else run.state, data.x, data.t, orders)
+        if flying:
+            _finish_call(run, *flying)
+            done(len(flying[0]))
+        flying = (epochs, state, losses)
+    if flying:
+        _finish_call(run, *flying)
+        done(len(flying[0]))
+
+
+def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any) -> None:
+    """Read one compiled call's losses (waiting for it), record them, and take its state."""
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
-        raise run.failure(f"the loss became {losses[bad[0]]} at step {run.current + bad[0] + 1}", candidate=start)
-    iters = losses.size // len(orders)
+        raise run.failure(f"the loss became {losses[bad[0]]} at step {run.current + bad[0] + 1}",
+                          candidate=run.state)
+    iters = losses.size // len(epochs)
     for k, loss in enumerate(losses):
-        run.add(loss, start.epoch + k // iters, k % iters)
-    run.state = state._replace(epoch=start.epoch + len(orders), offset=0)
+        run.add(loss, epochs[0] + k // iters, k % iters)
+    run.state = state._replace(epoch=epochs[-1] + 1, offset=0)
     run.verify(_UNSEEN.format(run.current))
+
+
+def _per_call(count: int) -> int:
+    """Compiled epochs a call when not asked: a quarter to an eighth of them, all of one size (one
+    compile), so that drawing the next call's orders overlaps the current call; all at once when
+    no such size divides ``count``."""
+    return next((count // k for k in (4, 5, 6, 8, 3, 7, 2) if count % k == 0 and count >= k), count)
+
+
+def _advance(bar: Any, run: _Log, epochs: int) -> None:
+    if bar is not None:
+        bar.update(epochs)
+        if run.history["loss"]:
+            bar.set_postfix(loss=f"{run.history['loss'][-1]:.3f}")
 
 
 def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch_size: int,
@@ -346,7 +381,9 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             compiled epochs differently from single steps, so the two paths (and a resume
             mid-epoch, which runs its first epoch step by step) agree to float32 rounding, not
             bit for bit; NumPy and array_api_strict resume bit for bit.
-        epochs_per_call: compiled epochs per call (all remaining, or one with a progress bar).
+        epochs_per_call: compiled epochs per call (default: one with a progress bar, else a
+            quarter to an eighth of them, each call dispatched before the last one's losses are
+            read; all at once when no such size divides the count).
 
     Returns:
         ``(state, history)``; ``history`` has ``loss``, ``step``, ``epoch`` lists, ``skipped`` (steps
@@ -391,14 +428,14 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                 _one_epoch(step, run, data, _order(host_key, epoch, data.size), run.state.offset // batch_size,
                            batch_size, on_nonfinite, callback)
                 done = 1
+                _advance(bar, run, 1)
             else:
-                done = min(last_epoch - epoch, epochs_per_call or (1 if bar else last_epoch - epoch))
-                _compiled_epochs(runner, run, data, [_order(host_key, e, data.size) for e in range(epoch, epoch + done)])
+                count = last_epoch - epoch
+                per_call = epochs_per_call or (1 if bar else _per_call(count))
+                _compiled_epochs(runner, run, data, host_key, epoch, count, per_call,
+                                 lambda n: _advance(bar, run, n))
+                done = count
             epoch += done
-            if bar is not None:
-                bar.update(done)
-                if run.history["loss"]:
-                    bar.set_postfix(loss=f"{run.history['loss'][-1]:.3f}")
     except KeyboardInterrupt as err:
         run.history["time"] = time.perf_counter() - run.started
         raise TrainingInterrupted(f"fit: interrupted at step {run.current}; the error carries the last "
