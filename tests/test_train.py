@@ -343,3 +343,22 @@ def test_jax_compiled_fit_resumes_mid_epoch(data):
     rest, _ = run(step, partial, jx, jt, epochs=3)  # a per-step partial epoch, then compiled ones
     chex.assert_trees_all_close(backend.to_numpy(full.params), backend.to_numpy(rest.params), rtol=1e-5, atol=1e-6)
     assert int(rest.step) == 40
+
+
+def test_jax_compiled_fit_a_nan_carries_the_state_at_its_calls_start(data):
+    import jax.numpy as jnp
+
+    x, t = data
+    # 300 examples, batches of 30: 10 steps an epoch; 20 epochs go in calls of 5 (50 steps), and
+    # the lr blows the loss up at step 121, in the third call (steps 101-150)
+    opt = optim.sgd(lambda count: jnp.where(count < 120, 0.5, 1e38))
+    step, state = make(opt=opt)
+    jx, jt = backend.put((x, t), "jax")
+    with pytest.raises(train.NonFiniteLossError, match=r"at step 12[1-9]") as caught:
+        run(step, backend.put(state, "jax"), jx, jt, epochs=20, eval_interval=10)
+    carried = caught.value.state
+    assert (int(carried.step), carried.epoch, carried.offset) == (100, 10, 0)
+    assert train.nonfinite_leaf(carried) is None
+    # the very state the first two calls reach, as one call of 10 epochs gives it
+    ten, _ = run(step, backend.put(state, "jax"), jx, jt, epochs=10, eval_interval=10, epochs_per_call=10)
+    chex.assert_trees_all_equal(backend.to_numpy(carried.params), backend.to_numpy(ten.params))
