@@ -79,6 +79,23 @@ def test_plan_of_large_activations_uses_the_in_place_primitives(name, dtype):
     _assert_plan_equals_checked(model, OPTIMIZER_SETUPS[name](), dtype, batches, (8,))
 
 
+@pytest.mark.parametrize("name", ["sgd", "momentum", "with_clipping(sgd)"])
+def test_large_params_updated_into_the_plans_own_grads_leave_every_given_array_alone(name):
+    # a 128 x 128 weight has IN_PLACE_MIN_SIZE elements: sgd writes its new value into the grad
+    # the plan computed (Step.grads_writable); nothing the caller holds may change
+    model = layers.serial(layers.Affine(128), layers.Sigmoid(), layers.Affine(128), layers.Affine(5))
+    batches = _batches(16, 8, 5, "float32", False, count=4)
+    _assert_plan_equals_checked(model, OPTIMIZER_SETUPS[name](), "float32", batches, (8,))
+    step = train.make_train_step(model, losses.softmax_cross_entropy, OPTIMIZER_SETUPS[name]())
+    state = train.init_state(model, step.optimizer, random.key(1), (8,))
+    for batch in batches:
+        held = tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, (state, batch))
+        new, _ = step(state, batch)
+        assert _same_bits(held, (state, batch))
+        state = new
+    assert plan_runs(step) == len(batches) - 1
+
+
 @pytest.mark.parametrize("kind", ["Affine", "MatMul"])
 def test_a_bare_dense_layer_is_planned(kind):
     model = getattr(layers, kind)(3)

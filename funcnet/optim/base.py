@@ -99,6 +99,9 @@ class Step(NamedTuple):
         lr: this step's learning rate: a Python float for a host count, else a 0-d array of
             ``dtype``; ``None`` for a gradient transformation made without an lr.
         dtype: the dtype the rule computes in (float32 for float16 params).
+        grads_writable: True when the grads are the caller's scratch, fresh NumPy arrays nobody
+            else holds (a step plan's), so a leaf function may write into its ``g`` and save an
+            allocation; False from the optimizer's ``update``, whose grads are the user's.
 
     Examples:
         >>> import numpy as np
@@ -112,6 +115,7 @@ class Step(NamedTuple):
     count: Any
     lr: Any
     dtype: Any
+    grads_writable: bool = False
 
 
 def bias_correction(beta: float, step: Step) -> Any:

@@ -56,11 +56,15 @@ AdamState = state_type("AdamState", ("first_moment", "second_moment"),
                        "`adam`'s state: the book's ``m`` and ``v``, moving averages of ``g`` and ``g * g``.")
 
 
-def _minus_scaled(p: Any, lr_t: Any, g: Any) -> Any:
-    """``p - lr_t * g``; on NumPy into the one fresh buffer ``lr_t * g`` (callers never see it)."""
+def _minus_scaled(p: Any, lr_t: Any, g: Any, g_writable: bool = False) -> Any:
+    """``p - lr_t * g``; on NumPy into one buffer: ``g`` itself where it is writable scratch (no
+    allocation at all), else the fresh ``lr_t * g`` (callers never see it)."""
+    large = type(g) is np.ndarray and g.size >= IN_PLACE_MIN_SIZE and type(p) is np.ndarray \
+        and g.shape == p.shape and g.dtype == p.dtype
+    if large and g_writable:
+        return np.subtract(p, np.multiply(g, lr_t, out=g), out=g)
     u = lr_t * g
-    if type(u) is np.ndarray and u.size >= IN_PLACE_MIN_SIZE and type(p) is np.ndarray and u.shape == p.shape \
-            and u.dtype == p.dtype:
+    if large:
         return np.subtract(p, u, out=u)
     return p - u
 
@@ -93,8 +97,8 @@ def sgd(lr: LearningRate) -> Optimizer:
     """
 
     def rule(step: Step) -> LeafRule:
-        lr_t = step.lr
-        return lambda p, g: (_minus_scaled(p, lr_t, g),)
+        lr_t, writable = step.lr, step.grads_writable
+        return lambda p, g: (_minus_scaled(p, lr_t, g, writable),)
 
     return from_rule("sgd", rule, lr=lr, state_name="SGDState", check_outputs=False)
 

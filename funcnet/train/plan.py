@@ -276,7 +276,9 @@ def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | N
 
     def update(flat: Flat, grads: list) -> Flat | None:
         t, next_count = _host_count(flat.count)
-        leaf = rule(Step(np, t, lr_at(t, np, dt), dt))
+        # the grads are the core's fresh buffers: a built-in rule may write into them (a checked
+        # rule's fault is worded by the optimizer's update, on the same grads, so not there)
+        leaf = rule(Step(np, t, lr_at(t, np, dt), dt, not checked))
         slots = flat.slots
         outs = list(map(leaf, flat.leaves, grads, *slots))
         if checked and not all(map(leaf_output_fits, outs, zip(flat.leaves, *slots, strict=True))):
