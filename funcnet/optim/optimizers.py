@@ -59,14 +59,13 @@ AdamState = state_type("AdamState", ("first_moment", "second_moment"),
 def _minus_scaled(p: Any, lr_t: Any, g: Any, g_writable: bool = False) -> Any:
     """``p - lr_t * g``; on NumPy into one buffer: ``g`` itself where it is writable scratch (no
     allocation at all), else the fresh ``lr_t * g`` (callers never see it)."""
-    large = type(g) is np.ndarray and g.size >= IN_PLACE_MIN_SIZE and type(p) is np.ndarray \
-        and g.shape == p.shape and g.dtype == p.dtype
-    if large and g_writable:
+    if type(g) is not np.ndarray or g.size < IN_PLACE_MIN_SIZE or type(p) is not np.ndarray \
+            or g.shape != p.shape or g.dtype != p.dtype:
+        return p - lr_t * g
+    if g_writable:
         return np.subtract(p, np.multiply(g, lr_t, out=g), out=g)
     u = lr_t * g
-    if large:
-        return np.subtract(p, u, out=u)
-    return p - u
+    return np.subtract(p, u, out=u)
 
 
 def _form(name: str, form: str) -> str:

@@ -67,9 +67,9 @@ class TrainStep:
                 plan = plans.get(key, False)
                 if plan:
                     out = plan(state, x, t)
-                    if out is not None:
+                    if out is not None:  # the guard saw an exact TrainState: no _replace needed
                         params, opt_state, value = out
-                        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), \
+                        return TrainState(params, opt_state, state.key, state.step + 1, state.epoch, state.offset), \
                             {"loss": value}
                 result = self._checked(state, batch)
                 if plan is False and len(plans) < MAX_PLANS:  # a new signature: plan it (None: cannot)
