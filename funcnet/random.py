@@ -377,18 +377,22 @@ def _generator(key: Key) -> np.random.Generator:
     """A Philox generator keyed by ``key``, at the start of its stream.
 
     Building a new ``Philox`` costs three times as much as setting the state of one that exists
-    (fit draws a permutation an epoch), so each thread keeps one and re-keys it; the numbers are
-    those of ``Generator(Philox(key=k))``, which the tests hold.
+    (fit draws a permutation an epoch), so each thread keeps one, with the state it is set to,
+    and re-keys it (the setter copies the values out); the numbers are those of
+    ``Generator(Philox(key=k))``, which the tests hold.
     """
-    k = _as_int(backend.to_numpy(key))
+    k = _as_int(key if type(key) is np.ndarray else backend.to_numpy(key))
     gen = getattr(_REUSED, "generator", None)
     if gen is None:
         gen = _REUSED.generator = np.random.Generator(np.random.Philox(key=0))
-    gen.bit_generator.state = {
-        "bit_generator": "Philox",
-        "state": {"counter": np.zeros(4, np.uint64), "key": np.array([k, 0], np.uint64)},
-        "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
-    }
+        _REUSED.state = {
+            "bit_generator": "Philox",
+            "state": {"counter": np.zeros(4, np.uint64), "key": np.zeros(2, np.uint64)},
+            "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
+        }
+    state = _REUSED.state
+    state["state"]["key"][0] = k
+    gen.bit_generator.state = state
     return gen
 
 
