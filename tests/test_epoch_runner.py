@@ -12,7 +12,7 @@ import pytest
 from conftest import OPTIMIZER_SETUPS
 from test_plan import _batches, _same_bits
 
-from funcnet import losses, optim, random, train
+from funcnet import backend, layers, losses, optim, random, train
 from funcnet.models import TwoLayerNet
 from funcnet.train.plan import plan_runs
 
@@ -174,3 +174,18 @@ def test_a_callback_or_skip_takes_the_per_step_path_with_the_same_result():
     assert seen == list(range(1, 13))
     got = train.fit(step, state, x, t, eval_interval=2, on_nonfinite="skip", **FIT)
     _same_runs(got, train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
+
+
+@pytest.mark.parametrize("one_hot", [False, True], ids=["labels", "one-hot"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(OPTIMIZER_SETUPS))
+def test_array_api_strict_the_oracle_gives_the_same_bits(name, dtype, one_hot):
+    # the generic Array API path (no plans, no runner, no NumPy shortcuts) is every fast path's oracle
+    model = layers.serial(layers.Affine(6), layers.Sigmoid(), layers.Affine(5), layers.Tanh(), layers.Affine(3))
+    step, state, x, t = _setup(OPTIMIZER_SETUPS[name](), dtype=dtype, one_hot=one_hot, model=model)
+    fast, fast_history = train.fit(step, state, x, t, eval_interval=3, **FIT)
+    sx, st = backend.put((x, t), "array_api_strict")
+    oracle, oracle_history = train.fit(step, backend.put(state, "array_api_strict"), sx, st, eval_interval=3, **FIT)
+    assert _same_bits((fast.params, fast.opt_state), backend.to_numpy((oracle.params, oracle.opt_state)))
+    assert fast_history["loss"] == oracle_history["loss"]
+    assert plan_runs(step) == 3 * 4 - 1
