@@ -117,11 +117,19 @@ def _class_targets(name: str, logits: Any, targets: Any) -> bool:
     )
 
 
+def _one_maximum_checks_labels(dtype: Any, num_classes: int) -> bool:
+    """Whether labels of NumPy ``dtype`` viewed as unsigned integers of the same width are all below
+    ``num_classes`` exactly when they lie in ``[0, num_classes)``: always for unsigned labels; for
+    signed ones while ``num_classes`` is at most ``2 ** (bits - 1)``, as a negative label then
+    reads as at least that (int8's -1 is 255: below 300 classes, so 300 classes need two reductions)."""
+    return dtype.kind == "u" or num_classes <= 1 << (8 * dtype.itemsize - 1)
+
+
 def _check_label_range(name: str, targets: Any, num_classes: int) -> None:
     """Integer labels in ``[0, num_classes)``; skipped on traced arrays (nothing can be read)."""
     if is_traced(targets):
         return
-    if type(targets) is np.ndarray:
+    if type(targets) is np.ndarray and _one_maximum_checks_labels(targets.dtype, num_classes):
         # one reduction where min and max take two (it runs in every eager vjp): seen as
         # unsigned integers of the same width, negative labels are huge, so one maximum
         # finds both kinds of fault; the slow path below then words the message

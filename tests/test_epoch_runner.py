@@ -189,3 +189,49 @@ def test_array_api_strict_the_oracle_gives_the_same_bits(name, dtype, one_hot):
     assert _same_bits((fast.params, fast.opt_state), backend.to_numpy((oracle.params, oracle.opt_state)))
     assert fast_history["loss"] == oracle_history["loss"]
     assert plan_runs(step) == 3 * 4 - 1
+
+
+def _to_float16(step_):
+    lr = step_.lr
+    return lambda p, g: ((p - lr * g).astype(np.float16),)  # a rule that changes the params' dtype
+
+
+def _wrong_shape(step_):
+    lr = step_.lr
+    return lambda p, g: ((p - lr * g)[..., :1],)
+
+
+@pytest.mark.parametrize("rule", [_to_float16, _wrong_shape], ids=["dtype", "shape"])
+@pytest.mark.parametrize("warm", [False, True], ids=["first fit", "a step with a plan already"])
+def test_an_unchecked_rule_whose_outputs_change_is_run_as_the_checked_path_runs_it(rule, warm):
+    # check_outputs=False: the optimizer does not look, but the plan must not keep leaves its
+    # guard would refuse; the step then takes the checked path, whatever that gives
+    opt = optim.from_rule("odd", rule, lr=0.1, check_outputs=False)
+    step, state, x, t = _setup(opt)
+    if warm:  # a plan for these batches exists before the fit starts
+        step(state, (x[:16], t[:16]))
+
+    def outcome(fn):
+        try:
+            with np.errstate(all="ignore"):
+                return train.fit(fn, state, x, t, eval_interval=2, **FIT)
+        except (TypeError, ValueError) as err:
+            return type(err), str(err)
+
+    got, want = outcome(step), outcome(step._checked)
+    if isinstance(want[0], type):
+        assert got == want
+    else:
+        _same_runs(got, want)
+        assert got[0].params[0]["W"].dtype == np.float16
+
+
+@pytest.mark.parametrize("opt", [optim.momentum(0.1), optim.adam(0.01), optim.sgd(0.1)], ids=["momentum", "adam", "sgd"])
+def test_a_model_without_params_is_left_to_the_checked_path(opt):
+    model = layers.serial(layers.Tanh())
+    step, state, x, t = _setup(opt, model=model)
+    x = np.repeat(x, 2, axis=1)[:, :3]  # three features for three classes
+    state = train.init_state(model, opt, random.key(0), (3,))
+    _same_runs(train.fit(step, state, x, t, eval_interval=2, **FIT),
+               train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
+    assert not any(step._plans.values())

@@ -14,7 +14,7 @@ import numpy as np
 from funcnet._arguments import real_number
 from funcnet.backend import IN_PLACE_MIN_SIZE
 from funcnet.optim.base import LearningRate, Optimizer, Step, bias_correction
-from funcnet.optim.rules import LeafRule, from_rule, state_type
+from funcnet.optim.rules import LeafRule, _builtin, from_rule, state_type
 
 __all__ = [
     "SGD",
@@ -99,7 +99,7 @@ def sgd(lr: LearningRate) -> Optimizer:
         lr_t, writable = step.lr, step.grads_writable
         return lambda p, g: (_minus_scaled(p, lr_t, g, writable),)
 
-    return from_rule("sgd", rule, lr=lr, state_name="SGDState", check_outputs=False)
+    return _builtin(from_rule("sgd", rule, lr=lr, state_name="SGDState", check_outputs=False))
 
 
 def _velocity(mu: float, lr_t: Any, v: Any, g: Any) -> Any:
@@ -145,7 +145,7 @@ def momentum(lr: LearningRate, momentum: float = 0.9) -> Optimizer:
 
         return leaf
 
-    return from_rule(name, rule, lr=lr, slots={"velocity": 0.0}, state_name="MomentumState", check_outputs=False)
+    return _builtin(from_rule(name, rule, lr=lr, slots={"velocity": 0.0}, state_name="MomentumState", check_outputs=False))
 
 
 _momentum = momentum  # for the book's Momentum, whose argument of that name hides the function
@@ -201,7 +201,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
 
             return leaf
 
-        return from_rule(name, book_rule, lr=lr, slots={"velocity": 0.0}, state_name="NesterovState", check_outputs=False)
+        return _builtin(from_rule(name, book_rule, lr=lr, slots={"velocity": 0.0}, state_name="NesterovState", check_outputs=False))
 
     def standard_rule(step: Step) -> LeafRule:
         lr_t = step.lr
@@ -212,7 +212,7 @@ def nesterov(lr: LearningRate, momentum: float = 0.9, *,
 
         return leaf
 
-    return from_rule(name, standard_rule, lr=lr, slots={"trace": 0.0}, state_name="NesterovTraceState", check_outputs=False)
+    return _builtin(from_rule(name, standard_rule, lr=lr, slots={"trace": 0.0}, state_name="NesterovTraceState", check_outputs=False))
 
 
 def _scaled_by_root_rule(accumulate: Any, eps: float, eps_in_sqrt: bool) -> Any:
@@ -264,7 +264,7 @@ def adagrad(lr: LearningRate, eps: float = _BOOK_EPS, *, eps_in_sqrt: bool = Fal
     eps = real_number(name, "eps", eps)
     h0 = real_number(name, "initial_accumulator_value", initial_accumulator_value)
     rule = _scaled_by_root_rule(lambda h, g: h + g * g, eps, eps_in_sqrt)
-    return from_rule(name, rule, lr=lr, slots={"sum_of_squares": h0}, state_name="AdaGradState", check_outputs=False)
+    return _builtin(from_rule(name, rule, lr=lr, slots={"sum_of_squares": h0}, state_name="AdaGradState", check_outputs=False))
 
 
 def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, *,
@@ -298,7 +298,7 @@ def rmsprop(lr: LearningRate, decay_rate: float = 0.99, eps: float = _BOOK_EPS, 
     rho = real_number(name, "decay_rate", decay_rate, 0.0, 1.0)
     eps = real_number(name, "eps", eps)
     rule = _scaled_by_root_rule(lambda h, g: rho * h + (1.0 - rho) * g * g, eps, eps_in_sqrt)
-    return from_rule(name, rule, lr=lr, slots={"mean_of_squares": 0.0}, state_name="RMSpropState", check_outputs=False)
+    return _builtin(from_rule(name, rule, lr=lr, slots={"mean_of_squares": 0.0}, state_name="RMSpropState", check_outputs=False))
 
 
 def adam_direction(b1: float, b2: float, eps: float, eps_root: float, step: Step) -> LeafRule:
@@ -398,7 +398,7 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
             return leaf
 
-        return from_rule(name, book_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False)
+        return _builtin(from_rule(name, book_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False))
 
     def standard_rule(step: Step) -> LeafRule:
         lr_t, direction = step.lr, adam_direction(b1, b2, eps, eps_root, step)
@@ -409,7 +409,7 @@ def adam(lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps
 
         return leaf
 
-    return from_rule(name, standard_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False)
+    return _builtin(from_rule(name, standard_rule, lr=lr, slots=slots, state_name="AdamState", check_outputs=False))
 
 
 # --- the book's names, arguments and defaults -----------------------------------------------------

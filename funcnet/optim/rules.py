@@ -15,6 +15,7 @@ the new value is cast back to float16, so a large gradient cannot overflow the s
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -78,6 +79,36 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
         module = sys._getframe(1).f_globals.get("__name__", __name__)
         cls = _STATE_TYPES[key] = type(name, (base,), {"__slots__": (), "__doc__": text, "__module__": module})
     return cls
+
+
+_BUILTIN: weakref.WeakSet = weakref.WeakSet()  # the lifted updates of funcnet's own optimizers
+
+
+def _builtin(optimizer: Optimizer) -> Optimizer:
+    """Mark ``optimizer``, made by `from_rule` in funcnet's own constructors, as built-in."""
+    _BUILTIN.add(optimizer.leafwise.update)
+    return optimizer
+
+
+def is_builtin(optimizer: Any) -> bool:
+    """Whether ``optimizer`` is a funcnet optimizer as its constructor made it: its rule is known to
+    return leaves of its inputs' shapes and dtypes, so a step plan keeps them unchecked.
+
+    Args:
+        optimizer: anything.
+
+    Returns:
+        True for ``optim.sgd(0.1)`` and the other built-ins, False for a user's `from_rule`
+        optimizer, a ``_replace``'d update, a `chain` or anything else.
+
+    Examples:
+        >>> from funcnet import optim
+        >>> optim.rules.is_builtin(optim.sgd(0.1)), optim.rules.is_builtin(optim.chain(optim.sgd(0.1)))
+        (True, False)
+    """
+    leafwise = getattr(optimizer, "leafwise", None)
+    return (isinstance(leafwise, Leafwise) and getattr(optimizer, "update", None) is leafwise.update
+            and leafwise.update in _BUILTIN)
 
 
 def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, float] | None = None,

@@ -27,8 +27,9 @@ import numpy as np
 from funcnet import ops
 from funcnet.backend import IN_PLACE_MIN_SIZE, largest_finite
 from funcnet.layers import Layer, is_builtin
-from funcnet.losses import softmax_cross_entropy
+from funcnet.losses import _one_maximum_checks_labels, softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
+from funcnet.optim.rules import is_builtin as is_builtin_optimizer
 from funcnet.optim.rules import leaf_output_fits
 from funcnet.train.state import TrainState
 
@@ -69,8 +70,9 @@ class Plan:
 
     Its parts serve `fit`'s epoch runner too, which keeps the state flat between steps:
     ``flatten(state) -> Flat | None`` (the guard), ``core(leaves, x, t) -> (grads, loss) | None``,
-    ``update(flat, grads) -> Flat | None`` (None: only the optimizer's own update can word what the
-    rule returned; the attribute is None itself where the optimizer's update runs as it is) and
+    ``update(flat, grads) -> Flat | None`` (None: a rule returned what the plan cannot keep, and the
+    checked path must run the step; the attribute is None itself where the optimizer's update runs
+    as it is) and
     ``assemble(flat) -> (params, opt_state)``.
 
     Attributes:
@@ -93,12 +95,14 @@ class Plan:
         if out is None:
             return None
         grads, value = out
-        self.runs += 1
-        new = self.update(flat, grads) if self.update is not None else None
-        if new is None:  # the optimizer's own update, with every check it makes
+        if self.update is None:  # the optimizer's own update, with every check it makes
             params, opt_state = self.tree_update(state.params, self.params_tree(grads), state.opt_state)
         else:
+            new = self.update(flat, grads)
+            if new is None:  # a rule's output the plan cannot take: the checked path runs the step
+                return None
             params, opt_state = self.assemble(new)
+        self.runs += 1
         return params, opt_state, value
 
 
@@ -184,9 +188,11 @@ def build_plan(found: tuple[tuple[Layer, ...], bool], optimizer: Any, state: Any
         codes.append((_AFFINE if len(keys) == 2 else _MATMUL, first, n * leaves[0].shape[1] >= IN_PLACE_MIN_SIZE))
         dense.append((i, keys, tuple(a.shape for a in leaves), first))
         width = leaves[0].shape[1]
+    if not dense:  # no params: nothing for a plan to update
+        return None
     if t.ndim == 1:
-        if t.dtype.kind not in "iu":
-            return None
+        if t.dtype.kind not in "iu" or not _one_maximum_checks_labels(t.dtype, width):
+            return None  # the checked path's two reductions check such labels
     elif t.shape != (n, width):
         return None
     update, state_type, n_slots = _flat_update(optimizer, state.opt_state, dt)
@@ -272,17 +278,20 @@ def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | N
     if (leafwise is None or optimizer.update is not leafwise.update or dt == np.float16
             or type(opt_state) is not leafwise.state_type):
         return None, None, None
-    rule, lr_at, checked = leafwise.rule, leafwise.lr_at, leafwise.check_outputs
+    rule, lr_at = leafwise.rule, leafwise.lr_at
+    # funcnet's own rules are known to return the leaves' shapes and dtypes; any other rule's
+    # outputs are compared with its inputs (with check_outputs=False too: what the plan keeps
+    # must be what its guard would admit)
+    trusted = is_builtin_optimizer(optimizer)
 
     def update(flat: Flat, grads: list) -> Flat | None:
         t, next_count = _host_count(flat.count)
-        # the grads are the core's fresh buffers: a built-in rule may write into them (a checked
-        # rule's fault is worded by the optimizer's update, on the same grads, so not there)
-        leaf = rule(Step(np, t, lr_at(t, np, dt), dt, not checked))
+        # the grads are the core's own fresh buffers: a rule may write into them
+        leaf = rule(Step(np, t, lr_at(t, np, dt), dt, True))
         slots = flat.slots
         outs = list(map(leaf, flat.leaves, grads, *slots))
-        if checked and not all(map(leaf_output_fits, outs, zip(flat.leaves, *slots, strict=True))):
-            return None  # not what a rule must return: the optimizer's own update names the fault
+        if not trusted and not all(map(leaf_output_fits, outs, zip(flat.leaves, *slots, strict=True))):
+            return None  # not what the plan can keep: the checked path runs the step (and names a fault)
         if not slots:
             return Flat([out[0] for out in outs], next_count, (), None)
         columns = tuple(map(list, zip(*outs, strict=True)))
