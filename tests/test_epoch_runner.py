@@ -235,3 +235,26 @@ def test_a_model_without_params_is_left_to_the_checked_path(opt):
     _same_runs(train.fit(step, state, x, t, eval_interval=2, **FIT),
                train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
     assert not any(step._plans.values())
+
+
+def test_an_interrupt_in_the_final_finite_check_still_hands_the_state_over(monkeypatch):
+    from funcnet.train import loop
+
+    step, state, x, t = _setup(optim.sgd(0.5))
+    calls = []
+    real = loop.nonfinite_leaf
+
+    def interrupted_at_the_end(s):  # called at the start and at the end (no records)
+        calls.append(s.step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(s)
+
+    monkeypatch.setattr(loop, "nonfinite_leaf", interrupted_at_the_end)
+    with pytest.raises(train.TrainingInterrupted) as caught:
+        train.fit(step, state, x, t, eval_interval=None, **FIT)
+    monkeypatch.undo()
+    want, _ = train.fit(step._checked, state, x, t, eval_interval=None, **FIT)
+    carried = caught.value.state
+    assert calls == [0, 12] and (carried.step, carried.epoch, carried.offset) == (12, 3, 0)
+    assert _same_bits((carried.params, carried.opt_state), (want.params, want.opt_state))

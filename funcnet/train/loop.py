@@ -436,6 +436,7 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
                                  lambda n: _advance(bar, run, n))
                 done = count
             epoch += done
+        run.verify(_UNSEEN.format(run.current))  # inside: an interrupt here still hands the state over
     except KeyboardInterrupt as err:
         run.history["time"] = time.perf_counter() - run.started
         raise TrainingInterrupted(f"fit: interrupted at step {run.current}; the error carries the last "
@@ -443,7 +444,6 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     finally:
         if bar is not None:
             bar.close()
-    run.verify(_UNSEEN.format(run.current))
     ran = run.current - current
     if ran and run.history["skipped"] == ran:
         raise run.failure(f"every one of the {ran} steps had a NaN or infinite loss and was skipped")
