@@ -99,9 +99,10 @@ class Step(NamedTuple):
         lr: this step's learning rate: a Python float for a host count, else a 0-d array of
             ``dtype``; ``None`` for a gradient transformation made without an lr.
         dtype: the dtype the rule computes in (float32 for float16 params).
-        grads_writable: True when the grads are the caller's scratch, fresh NumPy arrays nobody
-            else holds (a step plan's), so a leaf function may write into its ``g`` and save an
-            allocation; False from the optimizer's ``update``, whose grads are the user's.
+        grads_writable: True in a fused NumPy step (a step plan): params and grads are all NumPy
+            arrays of ``dtype``, the grads fresh buffers nobody else holds, so a leaf function may
+            write into its ``g`` and save an allocation; False from the optimizer's ``update``,
+            whose grads are the user's.
 
     Examples:
         >>> import numpy as np

@@ -56,14 +56,11 @@ AdamState = state_type("AdamState", ("first_moment", "second_moment"),
                        "`adam`'s state: the book's ``m`` and ``v``, moving averages of ``g`` and ``g * g``.")
 
 
-def _minus_scaled(p: Any, lr_t: Any, g: Any, g_writable: bool = False) -> Any:
-    """``p - lr_t * g``; on NumPy into one buffer: ``g`` itself where it is writable scratch (no
-    allocation at all), else the fresh ``lr_t * g`` (callers never see it)."""
+def _minus_scaled(p: Any, lr_t: Any, g: Any) -> Any:
+    """``p - lr_t * g``; on NumPy into the one fresh buffer ``lr_t * g`` (callers never see it)."""
     if type(g) is not np.ndarray or g.size < IN_PLACE_MIN_SIZE or type(p) is not np.ndarray \
             or g.shape != p.shape or g.dtype != p.dtype:
         return p - lr_t * g
-    if g_writable:
-        return np.subtract(p, np.multiply(g, lr_t, out=g), out=g)
     u = lr_t * g
     return np.subtract(p, u, out=u)
 
@@ -96,8 +93,11 @@ def sgd(lr: LearningRate) -> Optimizer:
     """
 
     def rule(step: Step) -> LeafRule:
-        lr_t, writable = step.lr, step.grads_writable
-        return lambda p, g: (_minus_scaled(p, lr_t, g, writable),)
+        lr_t = step.lr
+        if step.grads_writable:  # a fused NumPy step: every leaf of step.dtype, g its own buffer
+            lr_0d = np.asarray(lr_t, dtype=step.dtype)  # the value NumPy rounds lr_t to here anyway
+            return lambda p, g: (np.subtract(p, np.multiply(g, lr_0d, out=g), out=g),)
+        return lambda p, g: (_minus_scaled(p, lr_t, g),)
 
     return _builtin(from_rule("sgd", rule, lr=lr, state_name="SGDState", check_outputs=False))
 
