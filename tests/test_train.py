@@ -362,3 +362,22 @@ def test_jax_compiled_fit_a_nan_carries_the_state_at_its_calls_start(data):
     # the very state the first two calls reach, as one call of 10 epochs gives it
     ten, _ = run(step, backend.put(state, "jax"), jx, jt, epochs=10, eval_interval=10, epochs_per_call=10)
     chex.assert_trees_all_equal(backend.to_numpy(carried.params), backend.to_numpy(ten.params))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["jax compiled", "numpy"])
+def test_a_state_gone_infinite_under_a_finite_loss_is_found_where_the_call_ends(data, compiled):
+    # a rule whose slot grows 1e10-fold a step: the optimizer state overflows after a few steps
+    # while the params and the loss stay finite; the compiled call's own sum of the state finds it
+    def rule(step_):
+        lr = step_.lr
+        return lambda p, g, s: (p - lr * g, s * 1e10 + 1.0)
+
+    opt = optim.from_rule("growing", rule, lr=0.1, slots={"trace": 0.0})
+    x, t = data
+    step, state = make(opt=opt)
+    if compiled:
+        state, (x, t) = backend.put(state, "jax"), backend.put((x, t), "jax")
+    found = r"opt_state/trace/0/W holds NaN or infinite values by step \d+ though the loss was finite"
+    with np.errstate(all="ignore"), pytest.raises(train.NonFiniteLossError, match=found) as caught:
+        run(step, state, x, t, epochs=4, eval_interval=None if compiled else 10)
+    assert train.nonfinite_leaf(caught.value.state) is None

@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from funcnet import tree
+
 __all__: list[str] = []  # fit's machinery: nothing public here
 
 
 @functools.lru_cache(maxsize=8)  # compiled programs are large: the oldest go first
 def epoch_runner(step: Callable, iters: int, batch_size: int) -> Callable:
-    """``runner(state, x, t, perms) -> (state, losses)``: ``jax.jit`` of a ``lax.scan`` over
-    epochs (one row of ``perms`` each) of a ``lax.scan`` of ``step`` over that epoch's batches."""
+    """``runner(state, x, t, perms) -> (state, losses, total)``: ``jax.jit`` of a ``lax.scan`` over
+    epochs (one row of ``perms`` each) of a ``lax.scan`` of ``step`` over that epoch's batches;
+    ``total`` is the sum of every floating leaf of the new params and optimizer state (finite
+    exactly when they all are, unless a sum overflows)."""
     import jax
     import jax.numpy as jnp
 
@@ -33,6 +37,9 @@ def epoch_runner(step: Callable, iters: int, batch_size: int) -> Callable:
     @jax.jit
     def runner(state, x, t, perms):
         (state, _, _), losses = jax.lax.scan(one_epoch, (state, x, t), perms)
-        return state, losses
+        # fit's finite check of the new state, computed with it: reading it after the call
+        # costs nothing, where a check issued after the next call's dispatch would wait for it
+        floats = [a for a in tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(a.dtype, jnp.floating)]
+        return state, losses, sum((jnp.sum(a) for a in floats), jnp.zeros((), jnp.float32))
 
     return runner

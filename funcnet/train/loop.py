@@ -88,9 +88,10 @@ class _Log:
                                   f"optimizer state are finite (step {int(to_numpy(carried.step))})",
                                   carried, self.history)
 
-    def verify(self, where: str) -> None:
-        """Check the current state; it becomes the last checked one."""
-        path = nonfinite_leaf(self.state)
+    def verify(self, where: str, total: float | None = None) -> None:
+        """Check the current state; it becomes the last checked one. ``total``: the sum of its
+        floating leaves where a compiled call computed it (finite: nothing more to read)."""
+        path = None if total is not None and math.isfinite(total) else nonfinite_leaf(self.state)
         if path is not None:
             raise self.failure(f"{path} holds NaN or infinite values {where}")
         self.checked = self.state
@@ -306,17 +307,17 @@ def _compiled_epochs(runner: Callable, run: _Log, data: Data, host_key: Any, fir
     for start in range(first, first + count, per_call):
         epochs = range(start, min(start + per_call, first + count))
         orders = data.xp.asarray(np.stack([_order(host_key, e, data.size) for e in epochs]))
-        state, losses = runner(flying[1] if flying else run.state, data.x, data.t, orders)
+        state, losses, total = runner(flying[1] if flying else run.state, data.x, data.t, orders)
         if flying:
             _finish_call(run, *flying)
             done(len(flying[0]))
-        flying = (epochs, state, losses)
+        flying = (epochs, state, losses, total)
     if flying:
         _finish_call(run, *flying)
         done(len(flying[0]))
 
 
-def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any) -> None:
+def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any, total: Any) -> None:
     """Read one compiled call's losses (waiting for it), record them, and take its state."""
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(losses))
@@ -327,7 +328,7 @@ def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any) -> No
     for k, loss in enumerate(losses):
         run.add(loss, epochs[0] + k // iters, k % iters)
     run.state = state._replace(epoch=epochs[-1] + 1, offset=0)
-    run.verify(_UNSEEN.format(run.current))
+    run.verify(_UNSEEN.format(run.current), float(total))
 
 
 def _per_call(count: int) -> int:
