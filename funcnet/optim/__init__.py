@@ -56,7 +56,7 @@ from funcnet.optim.optimizers import (
     rmsprop,
     sgd,
 )
-from funcnet.optim.rules import from_rule, state_type, transform_from_rule
+from funcnet.optim.rules import from_rule, is_builtin, state_type, transform_from_rule
 from funcnet.optim.transforms import (
     ChainState,
     ScaleByAdamState,
@@ -78,7 +78,7 @@ __all__ = [
     "LearningRate", "Momentum", "MomentumState", "Nesterov", "NesterovState", "NesterovTraceState", "Optimizer",
     "RMSprop", "RMSpropState", "SGDState", "ScaleByAdamState", "ScaleByScheduleState", "Step", "accumulate",
     "adagrad", "adam", "adam_direction", "adamw", "add_decayed_weights", "bias_correction", "chain", "clip",
-    "clip_by_global_norm", "clip_grads", "from_optax", "from_rule", "momentum", "nesterov", "rmsprop",
+    "clip_by_global_norm", "clip_grads", "from_optax", "from_rule", "is_builtin", "momentum", "nesterov", "rmsprop",
     "scale_by_adam", "scale_by_schedule", "sgd", "state_type", "stateless", "transform_from_rule",
     "with_clipping",
 ]

@@ -33,7 +33,7 @@ from funcnet.optim.base import (
     _learning_rate,
 )
 
-__all__ = ["from_rule", "state_type", "transform_from_rule"]
+__all__ = ["from_rule", "is_builtin", "state_type", "transform_from_rule"]
 
 Tree = Any
 LeafRule = Callable[..., tuple[Any, ...]]
@@ -103,7 +103,7 @@ def is_builtin(optimizer: Any) -> bool:
 
     Examples:
         >>> from funcnet import optim
-        >>> optim.rules.is_builtin(optim.sgd(0.1)), optim.rules.is_builtin(optim.chain(optim.sgd(0.1)))
+        >>> optim.is_builtin(optim.sgd(0.1)), optim.is_builtin(optim.chain(optim.sgd(0.1)))
         (True, False)
     """
     leafwise = getattr(optimizer, "leafwise", None)
