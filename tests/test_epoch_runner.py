@@ -258,3 +258,19 @@ def test_an_interrupt_in_the_final_finite_check_still_hands_the_state_over(monke
     carried = caught.value.state
     assert calls == [0, 12] and (carried.step, carried.epoch, carried.offset) == (12, 3, 0)
     assert _same_bits((carried.params, carried.opt_state), (want.params, want.opt_state))
+
+
+def test_a_builtin_optimizer_with_its_rule_or_lr_replaced_is_no_builtin():
+    base = optim.sgd(0.1)
+
+    def half_rule(step_):
+        return lambda p, g: ((p - 0.5 * g).astype(np.float16),)
+
+    swapped = [base._replace(leafwise=base.leafwise._replace(rule=half_rule)),
+               base._replace(leafwise=base.leafwise._replace(lr_at=lambda count, xp, dtype: 0.5)),
+               optim.Optimizer(base.init, base.update, optim.sgd(0.2).leafwise)]
+    assert optim.is_builtin(base) and not any(optim.is_builtin(opt) for opt in swapped)
+    for opt in swapped:  # whatever the plan runs, it is what the checked path gives
+        step, state, x, t = _setup(opt)
+        _same_runs(train.fit(step, state, x, t, eval_interval=2, **FIT),
+                   train.fit(step._checked, state, x, t, eval_interval=2, **FIT))

@@ -381,3 +381,29 @@ def test_a_state_gone_infinite_under_a_finite_loss_is_found_where_the_call_ends(
     with np.errstate(all="ignore"), pytest.raises(train.NonFiniteLossError, match=found) as caught:
         run(step, state, x, t, epochs=4, eval_interval=None if compiled else 10)
     assert train.nonfinite_leaf(caught.value.state) is None
+
+
+def test_an_interrupt_while_a_compiled_call_is_recorded_keeps_history_and_state_together(data, monkeypatch):
+    import contextlib
+
+    class InterruptedOnWrite:  # stdout whose third log line is a Ctrl-C
+        lines = 0
+
+        def write(self, text):
+            self.lines += text.count("\n")
+            if self.lines >= 3:
+                raise KeyboardInterrupt
+            return len(text)
+
+        def flush(self):
+            pass
+
+    x, t = data
+    step, state = make()
+    jx, jt = backend.put((x, t), "jax")
+    with contextlib.redirect_stdout(InterruptedOnWrite()), pytest.raises(train.TrainingInterrupted) as caught:
+        run(step, backend.put(state, "jax"), jx, jt, epochs=8, eval_interval=5, log=True)
+    err = caught.value
+    carried = int(err.state.step)
+    assert carried == (err.history["step"][-1] if err.history["step"] else 0)
+    assert f"interrupted at step {carried};" in str(err)

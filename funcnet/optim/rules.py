@@ -81,13 +81,29 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
     return cls
 
 
-_BUILTIN: weakref.WeakSet = weakref.WeakSet()  # the lifted updates of funcnet's own optimizers
+# every update from_rule lifted -> the Leafwise made with it; and those of funcnet's own optimizers
+_LIFTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BUILTIN: weakref.WeakSet = weakref.WeakSet()
 
 
 def _builtin(optimizer: Optimizer) -> Optimizer:
     """Mark ``optimizer``, made by `from_rule` in funcnet's own constructors, as built-in."""
-    _BUILTIN.add(optimizer.leafwise.update)
+    _BUILTIN.add(optimizer.update)
     return optimizer
+
+
+def _leafwise_of(optimizer: Any) -> Leafwise | None:
+    """The optimizer's `Leafwise` when it describes the optimizer's update exactly: the update is
+    the one `from_rule` lifted, and every part (rule, lr, state type) is the one lifted with it;
+    None otherwise (no rule, or a ``_replace``'d update or part: the update is then all there is)."""
+    leafwise = getattr(optimizer, "leafwise", None)
+    if not isinstance(leafwise, Leafwise) or getattr(optimizer, "update", None) is not leafwise.update:
+        return None
+    try:
+        made = _LIFTED.get(leafwise.update)
+    except TypeError:  # an update that cannot be weakly referenced is none that from_rule made
+        return None
+    return leafwise if made is not None and all(a is b for a, b in zip(made, leafwise, strict=True)) else None
 
 
 def is_builtin(optimizer: Any) -> bool:
@@ -99,16 +115,15 @@ def is_builtin(optimizer: Any) -> bool:
 
     Returns:
         True for ``optim.sgd(0.1)`` and the other built-ins, False for a user's `from_rule`
-        optimizer, a ``_replace``'d update, a `chain` or anything else.
+        optimizer, one whose ``update`` or ``leafwise`` (rule, lr, ...) was ``_replace``'d, a
+        `chain` or anything else.
 
     Examples:
         >>> from funcnet import optim
         >>> optim.is_builtin(optim.sgd(0.1)), optim.is_builtin(optim.chain(optim.sgd(0.1)))
         (True, False)
     """
-    leafwise = getattr(optimizer, "leafwise", None)
-    return (isinstance(leafwise, Leafwise) and getattr(optimizer, "update", None) is leafwise.update
-            and leafwise.update in _BUILTIN)
+    return _leafwise_of(optimizer) is not None and optimizer.update in _BUILTIN
 
 
 def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, float] | None = None,
@@ -148,7 +163,8 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
     """
     lr_at = _learning_rate(name, lr)
     init, update, state_cls = _lift(name, rule, lr_at, slots, state_name, state_doc, check_outputs)
-    return Optimizer(init, update, Leafwise(rule, lr_at, state_cls, update, check_outputs))
+    leafwise = _LIFTED[update] = Leafwise(rule, lr_at, state_cls, update, check_outputs)
+    return Optimizer(init, update, leafwise)
 
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,

@@ -96,6 +96,17 @@ class _Log:
             raise self.failure(f"{path} holds NaN or infinite values {where}")
         self.checked = self.state
 
+    def mark(self) -> tuple:
+        """Where the log stands, for `undo`."""
+        h = self.history
+        return self.current, self.total, self.count, h["skipped"], len(h["loss"])
+
+    def undo(self, mark: tuple) -> None:
+        """Take the log back to ``mark`` (records written since are dropped; printed lines stay)."""
+        self.current, self.total, self.count, self.history["skipped"], n = mark
+        for column in ("loss", "step", "epoch"):
+            del self.history[column][n:]
+
     def add(self, loss: Any, epoch: int, it: int) -> bool:
         """Count one step (``loss`` None for a skipped one); True when a record was written."""
         self.current += 1
@@ -332,9 +343,16 @@ def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any, total
         raise run.failure(f"the loss became {losses[bad[0]]} at step {run.current + bad[0] + 1}",
                           candidate=run.state)
     iters = losses.size // len(epochs)
-    for k, loss in enumerate(losses):
-        run.add(loss, epochs[0] + k // iters, k % iters)
-    run.state = state._replace(epoch=epochs[-1] + 1, offset=0)
+    new = state._replace(epoch=epochs[-1] + 1, offset=0)
+    kept = run.mark()
+    try:  # the call's records and its state land together: an interrupt in between undoes the records
+        for k, loss in enumerate(losses):
+            run.add(loss, epochs[0] + k // iters, k % iters)
+        run.state = new
+    except KeyboardInterrupt:
+        if run.state is not new:
+            run.undo(kept)
+        raise
     run.verify(_UNSEEN.format(run.current), float(total))
 
 

@@ -29,8 +29,8 @@ from funcnet.backend import IN_PLACE_MIN_SIZE, largest_finite
 from funcnet.layers import Layer, is_builtin
 from funcnet.losses import _one_maximum_checks_labels, softmax_cross_entropy
 from funcnet.optim.base import Step, _host_count
+from funcnet.optim.rules import _leafwise_of, leaf_output_fits
 from funcnet.optim.rules import is_builtin as is_builtin_optimizer
-from funcnet.optim.rules import leaf_output_fits
 from funcnet.train.state import TrainState
 
 __all__ = ["MAX_PLANS", "plan_runs"]  # the rest is TrainStep's machinery
@@ -272,11 +272,10 @@ def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | N
     """``(update, state_type, n_slots)``: for an optimizer made by ``optim.from_rule``, its rule run
     on the plan's flat leaves (the same rule, step scalars and leaf function as its ``update``
     calls, so the same bits, without walking three trees); ``(None, None, None)`` where that does
-    not hold: no rule, an ``update`` replaced after the rule was lifted, float16 (mixed precision
-    takes the checked update), another state type."""
-    leafwise = getattr(optimizer, "leafwise", None)
-    if (leafwise is None or optimizer.update is not leafwise.update or dt == np.float16
-            or type(opt_state) is not leafwise.state_type):
+    not hold: no rule, an ``update`` or a part of ``leafwise`` replaced after the rule was lifted,
+    float16 (mixed precision takes the checked update), another state type."""
+    leafwise = _leafwise_of(optimizer)
+    if leafwise is None or dt == np.float16 or type(opt_state) is not leafwise.state_type:
         return None, None, None
     rule, lr_at = leafwise.rule, leafwise.lr_at
     # funcnet's own rules are known to return the leaves' shapes and dtypes; any other rule's
