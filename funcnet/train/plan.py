@@ -53,16 +53,15 @@ class Flat(NamedTuple):
 
     Attributes:
         leaves: the dense layers' params in the plan's order (each layer's ``W``, then ``b``).
-        count: the optimizer's step count (a flat update) or None (the optimizer's own update).
+        count: the optimizer's step count (a flat update) or None (the optimizer's own update,
+            which takes the state's ``opt_state`` as it is).
         slots: one list of leaves per slot of the optimizer's state, in the params' order (a flat
             update); () otherwise.
-        opt_state: the optimizer state as it is, for the optimizer's own update; None otherwise.
     """
 
     leaves: list
     count: Any
     slots: tuple
-    opt_state: Any
 
 
 class Plan:
@@ -72,8 +71,7 @@ class Plan:
     ``flatten(state) -> Flat | None`` (the guard), ``core(leaves, x, t) -> (grads, loss) | None``,
     ``update(flat, grads) -> Flat | None`` (None: a rule returned what the plan cannot keep, and the
     checked path must run the step; the attribute is None itself where the optimizer's update runs
-    as it is) and
-    ``assemble(flat) -> (params, opt_state)``.
+    as it is) and ``assemble(flat) -> (params, opt_state)``.
 
     Attributes:
         runs: how many steps the plan has answered; tests read it to see that a plan, not the
@@ -259,11 +257,11 @@ def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, n_
         if leaves is None:
             return None
         if n_slots is None:  # the optimizer's own update takes its state as it is
-            return Flat(leaves, None, (), opt_state)
+            return Flat(leaves, None, ())
         slots = tuple(map(leaves_of, opt_state[1:]))
         if None in slots:  # the optimizer's own update names what is wrong
             return None
-        return Flat(leaves, opt_state.count, slots, None)
+        return Flat(leaves, opt_state.count, slots)
 
     return flatten
 
@@ -292,9 +290,9 @@ def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | N
         if not trusted and not all(map(leaf_output_fits, outs, zip(flat.leaves, *slots, strict=True))):
             return None  # not what the plan can keep: the checked path runs the step (and names a fault)
         if not slots:
-            return Flat([out[0] for out in outs], next_count, (), None)
+            return Flat([out[0] for out in outs], next_count, ())
         columns = tuple(map(list, zip(*outs, strict=True)))
-        return Flat(columns[0], next_count, columns[1:], None)
+        return Flat(columns[0], next_count, columns[1:])
 
     return update, leafwise.state_type, len(leafwise.state_type._fields) - 1
 
