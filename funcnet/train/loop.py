@@ -321,7 +321,7 @@ def _compiled_epochs(runner: Callable, run: _Log, data: Data, host_key: Any, fir
     next orders while the device runs. Non-finite losses are found once a call: the error then
     carries the state at that call's start (``run.state``, the last checked one).
     """
-    flying = None  # the call dispatched last: (its epochs, its new state, its losses)
+    flying = None  # the call dispatched last: (its epochs, its new state, its losses, its state's sum)
     for start in range(first, first + count, per_call):
         epochs = range(start, min(start + per_call, first + count))
         orders = data.xp.asarray(np.stack([_order(host_key, e, data.size) for e in epochs]))
