@@ -324,22 +324,25 @@ def _core(codes: tuple, dt: Any, n: int, c: int, labels: bool, t_dtype: Any, fir
     def core(leaves: list, x: np.ndarray, t: np.ndarray) -> tuple[list, Any] | None:
         if labels and not int(max_reduce(t.view(width), axis=None)) < c:
             return None
-        # forward: each layer's input and (activations) output or pullback
+        # forward: what each layer's backward reads, as the checked path's pullbacks keep it (a
+        # dense layer's input, ReLU's input, Sigmoid's and Tanh's output, a primitive's pullback)
         inputs = [None] * depth
         saved = [None] * depth
         h = x
         for i in range(depth):
             code, arg, big = codes[i]
-            inputs[i] = h
             if code == _AFFINE:
+                inputs[i] = h
                 y = matmul(h, leaves[arg])
                 h = add(y, leaves[arg + 1], out=y) if big else y + leaves[arg + 1]  # as layers._affine
             elif code == _MATMUL:
+                inputs[i] = h
                 h = matmul(h, leaves[arg])
             elif code == _SIGMOID:
                 h = divide(one, add(one, exp(negative(minimum(maximum(h, neg_c), pos_c)))))
                 saved[i] = h
             elif code == _RELU:
+                inputs[i] = h
                 h = maximum(h, zero)
             elif code == _TANH:
                 h = tanh(h)
