@@ -388,6 +388,10 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
     hides its model and loss, so only the generic checks run (lengths, finite, real numbers):
     out-of-range labels then train silently.
 
+    On NumPy, once a `TrainStep` has a plan for the batches (its first step makes one), each
+    epoch runs through that plan with the state kept flat between steps, bit for bit the same
+    steps; with a ``callback`` or ``on_nonfinite="skip"`` every step goes through the step itself.
+
     Args:
         step: a `TrainStep` (or any ``step(state, batch) -> (state, metrics)``).
         state: where to start (`init_state`, or a saved state).
