@@ -103,7 +103,7 @@ def inline_floor(w: Workload, with_fit: bool = True) -> Impl:
     step, state, x, t, _ = _common(w)
     dt = np.dtype(w.dtype)
     f = dt.type
-    one, lr, scale = np.asarray(f(1.0)), f(w.lr), np.asarray(f(1.0 / w.batch_size))
+    one, lr, scale = np.asarray(f(1.0)), np.asarray(f(w.lr)), np.asarray(f(1.0 / w.batch_size))
     clip = ops.sigmoid_clip(np, dt)
     pos, neg, floor = np.asarray(f(clip)), np.asarray(f(-clip)), np.asarray(f(-largest_finite(dt)))
     n = w.batch_size
@@ -124,7 +124,9 @@ def inline_floor(w: Workload, with_fit: bool = True) -> Impl:
         dy = np.matmul(dy, w2.T)
         dy = np.multiply(dy, np.multiply(y, np.subtract(one, y)))
         gw1, gb1 = np.matmul(bx.T, dy), np.add.reduce(dy, axis=0)
-        return [(w1 - lr * gw1, b1 - lr * gb1), (w2 - lr * gw2, b2 - lr * gb2)], loss
+        # SGD as the plan runs it: the new params written into the step's own grads
+        return [tuple(np.subtract(p, np.multiply(g, lr, out=g), out=g) for p, g in ((w1, gw1), (b1, gb1))),
+                tuple(np.subtract(p, np.multiply(g, lr, out=g), out=g) for p, g in ((w2, gw2), (b2, gb2)))], loss
 
     batch_list = workloads.batches(w, x, t)
     params = [(p["W"], p["b"]) for p in state.params if isinstance(p, dict)]

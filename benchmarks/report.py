@@ -102,8 +102,8 @@ def render(res: dict, command: str) -> str:
     fit = res["small_fit"]
     out += ["", f"## Small: training end to end ({fit['epochs']} epochs, the seed's loop)", "",
             "The reference runs the seed's loop; funcnet runs `funcnet.train.fit` (NumPy, and JAX with "
-            "`compile_epoch=True`: the epochs in four jit-compiled calls of a `lax.scan` over epochs, each dispatched "
-            "before the previous one's losses are read); the peers run the same loop "
+            "`compile_epoch=True`: the epochs in a few jit-compiled calls of one size, `fit`'s default, each a "
+            "`lax.scan` over epochs dispatched before the previous one's losses are read); the peers run the same loop "
             "around their step. Final loss: the mean of the last 10 steps (the seed's printout); the "
             "reference and the peers shuffle with their own generator, so it differs a little.", ""]
     out += _timing_table(fit, ("per_step_s", "final_loss"))

@@ -41,6 +41,7 @@ __all__ = [
     "put",
     "reduce_max",
     "reduce_sum",
+    "sum_of_sums",
     "to_numpy",
     "why_unavailable",
 ]
@@ -529,6 +530,31 @@ def reduce_sum(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False)
     if xp is np:
         return np.add.reduce(x, axis=axis, keepdims=keepdims)
     return xp.sum(x, axis=axis, keepdims=keepdims)
+
+
+def sum_of_sums(arrays: list[Any]) -> Any:
+    """The sum of every element of ``arrays`` (all of one backend), on that backend: one number that
+    is finite when every element is, so one read tells that a whole state is finite (a partial sum
+    that overflows makes it infinite too; callers then test the arrays one by one). NumPy may warn
+    on such an overflow: call it under ``np.errstate``.
+
+    Args:
+        arrays: floating arrays.
+
+    Returns:
+        A 0-d array (0.0 for no arrays).
+
+    Examples:
+        >>> float(sum_of_sums([np.ones(3), np.full((2, 2), 0.5)]))
+        5.0
+    """
+    if not arrays:
+        return 0.0
+    xp = namespace(arrays[0])
+    total = reduce_sum(xp, arrays[0])
+    for a in arrays[1:]:
+        total = total + reduce_sum(xp, a)
+    return total
 
 
 def reduce_max(xp: ModuleType, x: Any, axis: Any = None, keepdims: bool = False) -> Any:

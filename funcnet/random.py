@@ -383,13 +383,13 @@ def _generator(key: Key) -> np.random.Generator:
     """
     k = _as_int(key if type(key) is np.ndarray else backend.to_numpy(key))
     gen = getattr(_REUSED, "generator", None)
-    if gen is None:
-        gen = _REUSED.generator = np.random.Generator(np.random.Philox(key=0))
+    if gen is None:  # the state first: an interrupt between the two leaves no generator without one
         _REUSED.state = {
             "bit_generator": "Philox",
             "state": {"counter": np.zeros(4, np.uint64), "key": np.zeros(2, np.uint64)},
             "buffer": np.zeros(4, np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0,
         }
+        gen = _REUSED.generator = np.random.Generator(np.random.Philox(key=0))
     state = _REUSED.state
     state["state"]["key"][0] = k
     gen.bit_generator.state = state

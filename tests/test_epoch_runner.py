@@ -274,3 +274,18 @@ def test_a_builtin_optimizer_with_its_rule_or_lr_replaced_is_no_builtin():
         step, state, x, t = _setup(opt)
         _same_runs(train.fit(step, state, x, t, eval_interval=2, **FIT),
                    train.fit(step._checked, state, x, t, eval_interval=2, **FIT))
+
+
+def test_optimizers_dropped_leave_the_builtin_registries():
+    import gc
+
+    from funcnet.optim import rules
+
+    gc.collect()
+    before = len(rules._LIFTED), len(rules._BUILTIN)
+    made = [optim.sgd(0.1) for _ in range(20)] + [optim.from_rule("own", lambda s: (lambda p, g: (p,)), lr=0.1)
+                                                  for _ in range(5)]
+    assert (len(rules._LIFTED), len(rules._BUILTIN)) == (before[0] + 25, before[1] + 20)
+    del made
+    gc.collect()
+    assert (len(rules._LIFTED), len(rules._BUILTIN)) == before  # nothing kept an optimizer alive

@@ -81,9 +81,10 @@ def state_type(name: str, slots: tuple[str, ...] | list[str], doc: str | None = 
     return cls
 
 
-# every update from_rule lifted -> the Leafwise made with it; and those of funcnet's own optimizers
+# every update from_rule lifted -> the parts lifted with it (rule, lr, state type, check_outputs);
+# the update itself is no part of the value, or no entry would ever be dropped
 _LIFTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_BUILTIN: weakref.WeakSet = weakref.WeakSet()
+_BUILTIN: weakref.WeakSet = weakref.WeakSet()  # the lifted updates of funcnet's own optimizers
 
 
 def _builtin(optimizer: Optimizer) -> Optimizer:
@@ -103,7 +104,8 @@ def _leafwise_of(optimizer: Any) -> Leafwise | None:
         made = _LIFTED.get(leafwise.update)
     except TypeError:  # an update that cannot be weakly referenced is none that from_rule made
         return None
-    return leafwise if made is not None and all(a is b for a, b in zip(made, leafwise, strict=True)) else None
+    parts = (leafwise.rule, leafwise.lr_at, leafwise.state_type, leafwise.check_outputs)
+    return leafwise if made is not None and all(a is b for a, b in zip(made, parts, strict=True)) else None
 
 
 def is_builtin(optimizer: Any) -> bool:
@@ -163,8 +165,8 @@ def from_rule(name: str, rule: Rule, *, lr: LearningRate, slots: Mapping[str, fl
     """
     lr_at = _learning_rate(name, lr)
     init, update, state_cls = _lift(name, rule, lr_at, slots, state_name, state_doc, check_outputs)
-    leafwise = _LIFTED[update] = Leafwise(rule, lr_at, state_cls, update, check_outputs)
-    return Optimizer(init, update, leafwise)
+    _LIFTED[update] = (rule, lr_at, state_cls, check_outputs)
+    return Optimizer(init, update, Leafwise(rule, lr_at, state_cls, update, check_outputs))
 
 
 def transform_from_rule(name: str, rule: Rule, *, slots: Mapping[str, float] | None = None,

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 
 from funcnet import tree
+from funcnet.backend import sum_of_sums
 
 __all__: list[str] = []  # fit's machinery: nothing public here
 
@@ -40,6 +41,6 @@ def epoch_runner(step: Callable, iters: int, batch_size: int) -> Callable:
         # fit's finite check of the new state, computed with it: reading it after the call
         # costs nothing, where a check issued after the next call's dispatch would wait for it
         floats = [a for a in tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(a.dtype, jnp.floating)]
-        return state, losses, sum((jnp.sum(a) for a in floats), jnp.zeros((), jnp.float32))
+        return state, losses, sum_of_sums(floats)
 
     return runner

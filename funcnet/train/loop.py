@@ -7,6 +7,7 @@ so a run resumed from a saved state sees exactly the batches an uninterrupted on
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import time
@@ -17,7 +18,7 @@ import numpy as np
 
 from funcnet import random, tree
 from funcnet._arguments import non_negative_int, positive_int
-from funcnet.backend import is_floating, is_integer, namespace, reduce_sum, to_numpy
+from funcnet.backend import is_floating, is_integer, namespace, sum_of_sums, to_numpy
 from funcnet.train.compiled import epoch_runner
 from funcnet.train.data import Data, prepare
 from funcnet.train.progress import progress_bar
@@ -53,10 +54,7 @@ def nonfinite_leaf(state: TrainState) -> str | None:
     # non-finite, and the sums allocate nothing; only then (or when a sum merely overflowed) are
     # the leaves tested one by one, element by element, and their paths worked out
     with np.errstate(over="ignore", invalid="ignore"):
-        total = reduce_sum(namespace(floats[0]), floats[0])
-        for leaf in floats[1:]:
-            total = total + reduce_sum(namespace(leaf), leaf)
-        if math.isfinite(float(total)):
+        if math.isfinite(float(sum_of_sums(floats))):
             return None
     for path, leaf in tree.leaves_with_paths(both):
         if hasattr(leaf, "dtype") and is_floating(leaf.dtype):
@@ -209,7 +207,8 @@ def _after(state: TrainState, it: int, iters: int, batch_size: int) -> TrainStat
 
 def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: int, batch_size: int,
                on_nonfinite: str, callback: Callable | None) -> None:
-    """Iterations ``start ..`` of one epoch on the per-step path; ``run.state`` is kept current."""
+    """Iterations ``start ..`` of one epoch, through the plan's epoch runner once the step has a plan
+    for these batches (`_planned_run`), else step by step; ``run.state`` is kept current."""
     xp = data.xp
     iters = data.size // batch_size
     perm = perm if xp is np else xp.asarray(perm)
@@ -257,13 +256,6 @@ def _one_epoch(step: Callable, run: _Log, data: Data, perm: np.ndarray, start: i
         it += 1
 
 
-def _sum_of_sums(*columns: list) -> float:
-    """The sum of every element of the flat state's arrays: finite when they all are (a sum that
-    merely overflows sends the record to the full check, which then finds nothing)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(sum(np.add.reduce(a, axis=None) for column in columns for a in column))
-
-
 def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, batch_size: int, iters: int) -> int:
     """Iterations ``it ..`` of an epoch through ``plan`` alone, the state kept flat between steps;
     returns the first iteration it did not run (``iters`` at the epoch's end).
@@ -306,7 +298,9 @@ def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, 
             plan.runs += 1
             if run.add(loss, epoch, i):
                 run.state, built = state_at(done), done
-                run.verify(_UNSEEN.format(run.current), _sum_of_sums(flat.leaves, *flat.slots))
+                with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum: the full check
+                    total = float(sum_of_sums([*flat.leaves, *itertools.chain(*flat.slots)]))
+                run.verify(_UNSEEN.format(run.current), total)
         return iters
     finally:
         if built is not done:
@@ -357,9 +351,9 @@ def _finish_call(run: _Log, epochs: range, state: TrainState, losses: Any, total
 
 
 def _per_call(count: int) -> int:
-    """Compiled epochs a call when not asked: a quarter to an eighth of them, all of one size (one
-    compile), so that drawing the next call's orders overlaps the current call; all at once when
-    no such size divides ``count``."""
+    """Compiled epochs a call when not asked: ``count // k`` for the first ``k`` of 4, 5, 6, 8, 3, 7, 2
+    that divides ``count`` (calls of one size: one compile; a few of them, so that drawing the
+    next call's orders overlaps the current one), else all at once (11 epochs: one call)."""
     return next((count // k for k in (4, 5, 6, 8, 3, 7, 2) if count % k == 0 and count >= k), count)
 
 
@@ -411,9 +405,9 @@ def fit(step: Callable, state: TrainState, x: Any, t: Any, *, epochs: int, batch
             compiled epochs differently from single steps, so the two paths (and a resume
             mid-epoch, which runs its first epoch step by step) agree to float32 rounding, not
             bit for bit; NumPy and array_api_strict resume bit for bit.
-        epochs_per_call: compiled epochs per call (default: one with a progress bar, else a
-            quarter to an eighth of them, each call dispatched before the last one's losses are
-            read; all at once when no such size divides the count).
+        epochs_per_call: compiled epochs per call (default: one with a progress bar, else a few
+            calls of one size, e.g. 4 of 75 epochs for 300, each dispatched before the last one's
+            losses are read; all at once for a count that 2 to 8 do not divide).
 
     Returns:
         ``(state, history)``; ``history`` has ``loss``, ``step``, ``epoch`` lists, ``skipped`` (steps

@@ -110,7 +110,7 @@ def plan_key(x: Any, t: Any) -> tuple[Any, ...]:
 
 
 def plan_runs(step: Any) -> int:
-    """How many calls of ``step`` its plans answered (0 when it has none).
+    """How many steps of ``step`` its plans ran: calls they answered and `fit`'s epoch-runner steps.
 
     Example:
         >>> import numpy as np
@@ -193,9 +193,9 @@ def build_plan(found: tuple[tuple[Layer, ...], bool], optimizer: Any, state: Any
             return None  # the checked path's two reductions check such labels
     elif t.shape != (n, width):
         return None
-    update, state_type, n_slots = _flat_update(optimizer, state.opt_state, dt)
+    update, state_type = _flat_update(optimizer, state.opt_state, dt)
     tree_of = _tree_builder(tuple(dense), len(layers), bare)
-    flatten = _flattener(tuple(dense), len(layers), bare, dt, type(state.opt_state), n_slots)
+    flatten = _flattener(tuple(dense), len(layers), bare, dt, type(state.opt_state), update is not None)
     core = _core(tuple(codes), dt, n, width, t.ndim == 1, t.dtype, layers[0].skips_input_grad,
                  sum(len(d[1]) for d in dense))
 
@@ -217,7 +217,7 @@ def _tree_builder(dense: tuple, depth: int, bare: bool) -> Any:
     return tree_of
 
 
-def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, n_slots: int | None) -> Any:
+def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, with_slots: bool) -> Any:
     """``flatten(state) -> Flat | None``, the guard: the state's leaves when the state is exactly what
     the plan was built for (a ``TrainState``; the optimizer state's type; a tuple of one dict per
     dense layer holding just its keys as exact ``np.ndarray`` leaves of the recorded shapes and
@@ -256,7 +256,7 @@ def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, n_
         leaves = leaves_of(state.params)
         if leaves is None:
             return None
-        if n_slots is None:  # the optimizer's own update takes its state as it is
+        if not with_slots:  # the optimizer's own update takes its state as it is
             return Flat(leaves, None, ())
         slots = tuple(map(leaves_of, opt_state[1:]))
         if None in slots:  # the optimizer's own update names what is wrong
@@ -266,15 +266,15 @@ def _flattener(dense: tuple, depth: int, bare: bool, dt: Any, opt_type: type, n_
     return flatten
 
 
-def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | None, int | None]:
-    """``(update, state_type, n_slots)``: for an optimizer made by ``optim.from_rule``, its rule run
+def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | None]:
+    """``(update, state_type)``: for an optimizer made by ``optim.from_rule``, its rule run
     on the plan's flat leaves (the same rule, step scalars and leaf function as its ``update``
-    calls, so the same bits, without walking three trees); ``(None, None, None)`` where that does
+    calls, so the same bits, without walking three trees); ``(None, None)`` where that does
     not hold: no rule, an ``update`` or a part of ``leafwise`` replaced after the rule was lifted,
     float16 (mixed precision takes the checked update), another state type."""
     leafwise = _leafwise_of(optimizer)
     if leafwise is None or dt == np.float16 or type(opt_state) is not leafwise.state_type:
-        return None, None, None
+        return None, None
     rule, lr_at = leafwise.rule, leafwise.lr_at
     # funcnet's own rules are known to return the leaves' shapes and dtypes; any other rule's
     # outputs are compared with its inputs (with check_outputs=False too: what the plan keeps
@@ -294,7 +294,7 @@ def _flat_update(optimizer: Any, opt_state: Any, dt: Any) -> tuple[Any, type | N
         columns = tuple(map(list, zip(*outs, strict=True)))
         return Flat(columns[0], next_count, columns[1:])
 
-    return update, leafwise.state_type, len(leafwise.state_type._fields) - 1
+    return update, leafwise.state_type
 
 
 def _core(codes: tuple, dt: Any, n: int, c: int, labels: bool, t_dtype: Any, first_skips: bool, n_leaves: int) -> Any:
@@ -314,7 +314,7 @@ def _core(codes: tuple, dt: Any, n: int, c: int, labels: bool, t_dtype: Any, fir
     neg_largest = zero_d(-largest_finite(dt))  # ops.shifted_by_max's floor
     scale = zero_d(1.0 / n)  # the pullback's _scale(1.0, n): 1.0 / n
     classes = np.arange(c)
-    width = np.dtype(t_dtype.str.replace("i", "u")) if labels else None  # same width and byte order
+    label_view = np.dtype(t_dtype.str.replace("i", "u")) if labels else None  # same width and byte order
     matmul, add, add_reduce, maximum, minimum = np.matmul, np.add, np.add.reduce, np.maximum, np.minimum
     multiply, subtract, divide, exp, log = np.multiply, np.subtract, np.divide, np.exp, np.log
     negative, tanh, where, greater, equal = np.negative, np.tanh, np.where, np.greater, np.equal
@@ -322,7 +322,7 @@ def _core(codes: tuple, dt: Any, n: int, c: int, labels: bool, t_dtype: Any, fir
     rev = range(depth - 1, -1, -1)
 
     def core(leaves: list, x: np.ndarray, t: np.ndarray) -> tuple[list, Any] | None:
-        if labels and not int(max_reduce(t.view(width), axis=None)) < c:
+        if labels and not int(max_reduce(t.view(label_view), axis=None)) < c:
             return None
         # forward: what each layer's backward reads, as the checked path's pullbacks keep it (a
         # dense layer's input, ReLU's input, Sigmoid's and Tanh's output, a primitive's pullback)

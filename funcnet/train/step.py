@@ -67,9 +67,9 @@ class TrainStep:
                 plan = plans.get(key, False)
                 if plan:
                     out = plan(state, x, t)
-                    if out is not None:  # the guard saw an exact TrainState: no _replace needed
+                    if out is not None:
                         params, opt_state, value = out
-                        return TrainState(params, opt_state, state.key, state.step + 1, state.epoch, state.offset), \
+                        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), \
                             {"loss": value}
                 result = self._checked(state, batch)
                 if plan is False and len(plans) < MAX_PLANS:  # a new signature: plan it (None: cannot)
@@ -78,7 +78,7 @@ class TrainStep:
         return self._checked(state, batch)
 
     def _plan_for(self, x: Any, t: Any) -> Any:
-        """The plan made for batches like ``(x, t)`` (NumPy arrays), or None: `fit`'s epoch runner."""
+        """The plan made for batches like ``(x, t)`` (NumPy arrays), or None; `fit`'s epoch runner asks."""
         return self._plans.get(plan_key(x, t)) if self._plannable is not None else None
 
     def _checked(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Any]]:
