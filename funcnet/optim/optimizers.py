@@ -94,7 +94,7 @@ def sgd(lr: LearningRate) -> Optimizer:
 
     def rule(step: Step) -> LeafRule:
         lr_t = step.lr
-        if step.grads_writable:  # a fused NumPy step: every leaf of step.dtype, g its own buffer
+        if step.grads_writable and step.xp is np:  # a fused NumPy step: every leaf of step.dtype, g its own
             lr_0d = np.asarray(lr_t, dtype=step.dtype)  # the value NumPy rounds lr_t to here anyway
             return lambda p, g: (np.subtract(p, np.multiply(g, lr_0d, out=g), out=g),)
         return lambda p, g: (_minus_scaled(p, lr_t, g),)

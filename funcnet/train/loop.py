@@ -270,7 +270,7 @@ def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, 
     flat = plan.flatten(start)
     if flat is None:
         return it
-    core, update = plan.core, plan.update
+    advance = plan.advance
     done = built = (flat, it)  # the last complete step (one assignment: an interrupt never splits
     # it), and the one run.state was last built from
 
@@ -283,13 +283,10 @@ def _planned_run(plan: Any, run: _Log, xs: np.ndarray, ts: np.ndarray, it: int, 
     try:
         for i in range(it, iters):
             lo = i * batch_size
-            out = core(flat.leaves, xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...])
-            if out is None:
+            out = advance(flat, xs[lo:lo + batch_size, ...], ts[lo:lo + batch_size, ...])
+            if out is None:  # declined: the step's checked path runs this batch
                 return i
-            new = update(flat, out[0])
-            if new is None:
-                return i
-            loss = float(out[1])
+            new, loss = out[0], float(out[1])
             if not math.isfinite(loss):
                 raise run.failure(f"the loss became {loss} at step {run.current + 1} (epoch {epoch + 1}, "
                                   f"iteration {i + 1})", candidate=state_at(done))

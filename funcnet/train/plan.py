@@ -103,6 +103,15 @@ class Plan:
         self.runs += 1
         return params, opt_state, value
 
+    def advance(self, flat: Flat, x: np.ndarray, t: np.ndarray) -> tuple[Flat, Any] | None:
+        """One step on a flat state (a flat update only): ``(new flat state, loss)``, or None where the
+        plan declines the batch (the checked path then runs it and words any error)."""
+        out = self.core(flat.leaves, x, t)
+        if out is None:
+            return None
+        new = self.update(flat, out[0])
+        return None if new is None else (new, out[1])
+
 
 def plan_key(x: Any, t: Any) -> tuple[Any, ...]:
     """The cache key of a batch of NumPy arrays: both shapes and dtypes."""
